@@ -1,0 +1,1 @@
+//! The `.hsnap` heap snapshot format: see `formats/hsnap.md`.

@@ -1,0 +1,4 @@
+//! Analyses over a loaded heap graph.
+
+pub mod dominators;
+pub mod scc;

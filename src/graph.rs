@@ -1,0 +1,5 @@
+//! The heap as a compact graph.
+
+pub mod csr;
+
+pub use csr::{Adjacency, Csr};
