@@ -1,1 +1,176 @@
-//! The `.hsnap` heap snapshot format: see `formats/hsnap.md`.
+//! The `.hsnap` heap snapshot format, version 1: the specification is `formats/hsnap.md`.
+//!
+//! [`Writer`] streams a snapshot through one caller-provided buffer and never allocates, so it can
+//! run inside a malloc hook. [`Snapshot`] parses a whole file held in memory (usually a mapped file)
+//! without copying strings, checks every chunk's CRC, and reports any damage with its byte offset.
+
+mod error;
+mod read;
+pub mod varint;
+mod write;
+
+pub use error::FormatError;
+pub use read::{EdgeIter, Frame, Module, NodeIter, Snapshot};
+pub use write::{Sink, Writer};
+
+/// The first eight bytes of every snapshot.
+pub const MAGIC: [u8; 8] = *b"\x89HSNAP\r\n";
+/// The format version this crate writes and the newest it reads.
+pub const VERSION: (u16, u16) = (1, 0);
+/// Bytes before the first chunk.
+pub const HEADER_LEN: usize = 16;
+
+/// A chunk's four-letter tag.
+pub type Tag = [u8; 4];
+
+pub mod tag {
+    use super::Tag;
+    pub const META: Tag = *b"META";
+    pub const STRS: Tag = *b"STRS";
+    pub const TYPE: Tag = *b"TYPE";
+    pub const MODS: Tag = *b"MODS";
+    pub const FRMS: Tag = *b"FRMS";
+    pub const STKS: Tag = *b"STKS";
+    pub const NODE: Tag = *b"NODE";
+    pub const EDGE: Tag = *b"EDGE";
+    pub const ROOT: Tag = *b"ROOT";
+    pub const DONE: Tag = *b"DONE";
+}
+
+/// One node record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Node {
+    /// Stable across snapshots of one process (allocation serial number, V8 node id, `id()`).
+    pub identity: u64,
+    pub address: u64,
+    pub size: u64,
+    pub type_id: u32,
+    /// Allocation stack id; 0 for none.
+    pub stack: u32,
+    pub flags: u32,
+}
+
+impl Node {
+    pub const DETACHED: u32 = 1;
+    pub const IMMORTAL: u32 = 2;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum EdgeKind {
+    Strong = 0,
+    Weak = 1,
+    Interior = 2,
+}
+
+impl EdgeKind {
+    pub fn from_bits(bits: u64) -> Option<EdgeKind> {
+        match bits {
+            0 => Some(EdgeKind::Strong),
+            1 => Some(EdgeKind::Weak),
+            2 => Some(EdgeKind::Interior),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeKind::Strong => "strong",
+            EdgeKind::Weak => "weak",
+            EdgeKind::Interior => "interior",
+        }
+    }
+}
+
+/// What an edge is called in its source: a field, an element, a byte offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Label {
+    #[default]
+    None,
+    /// A string id.
+    Name(u32),
+    Index(u64),
+    Offset(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Edge {
+    /// Target node index.
+    pub to: u32,
+    pub kind: EdgeKind,
+    pub label: Label,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum RootKind {
+    Global = 0,
+    Stack = 1,
+    Register = 2,
+    ThreadLocal = 3,
+    GcRoot = 4,
+    Other = 5,
+}
+
+impl RootKind {
+    /// Unknown values read as `Other`, as the specification asks.
+    pub fn from_byte(byte: u8) -> RootKind {
+        match byte {
+            0 => RootKind::Global,
+            1 => RootKind::Stack,
+            2 => RootKind::Register,
+            3 => RootKind::ThreadLocal,
+            4 => RootKind::GcRoot,
+            _ => RootKind::Other,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RootKind::Global => "global",
+            RootKind::Stack => "stack",
+            RootKind::Register => "register",
+            RootKind::ThreadLocal => "thread-local",
+            RootKind::GcRoot => "gc-root",
+            RootKind::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Root {
+    pub node: u32,
+    pub kind: RootKind,
+    /// The root points into the middle of the node.
+    pub interior: bool,
+    /// A string id; 0 for none.
+    pub name: u32,
+}
+
+/// How many records of each kind a snapshot holds, as written in its `DONE` chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counts {
+    pub strings: u64,
+    pub types: u64,
+    pub modules: u64,
+    pub frames: u64,
+    pub stacks: u64,
+    pub nodes: u64,
+    pub edges: u64,
+    pub roots: u64,
+}
+
+impl Counts {
+    fn fields(&self) -> [(&'static str, u64); 8] {
+        [
+            ("strings", self.strings),
+            ("types", self.types),
+            ("modules", self.modules),
+            ("frames", self.frames),
+            ("stacks", self.stacks),
+            ("nodes", self.nodes),
+            ("edges", self.edges),
+            ("roots", self.roots),
+        ]
+    }
+}

@@ -1,0 +1,829 @@
+//! Parsing a snapshot held in memory. Strings and build ids are borrowed from the input; nodes and
+//! edges, the bulk of a file, are decoded by iterators on demand rather than into tables here.
+
+use std::borrow::Cow;
+
+use nom::bytes::complete::take;
+use nom::error::{ErrorKind, ParseError};
+use nom::number::complete::{le_u16, le_u32, u8 as byte};
+use nom::{IResult, Parser};
+
+use crate::varint::{self, VarintError, unzigzag};
+use crate::{
+    Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag,
+    VERSION, tag,
+};
+
+type In<'a> = &'a [u8];
+
+/// A parse failure: the input where it happened and what was expected there.
+#[derive(Debug)]
+struct Fail<'a> {
+    at: In<'a>,
+    what: Cow<'static, str>,
+}
+
+impl<'a> ParseError<In<'a>> for Fail<'a> {
+    fn from_error_kind(at: In<'a>, kind: ErrorKind) -> Self {
+        Fail {
+            at,
+            what: format!("malformed data ({kind:?})").into(),
+        }
+    }
+
+    fn append(_: In<'a>, _: ErrorKind, other: Self) -> Self {
+        other
+    }
+}
+
+type Res<'a, T> = IResult<In<'a>, T, Fail<'a>>;
+
+fn fail<'a, T>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> Res<'a, T> {
+    Err(failure(at, what))
+}
+
+fn failure<'a>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> nom::Err<Fail<'a>> {
+    nom::Err::Failure(Fail {
+        at,
+        what: what.into(),
+    })
+}
+
+fn uvarint(i: In<'_>) -> Res<'_, u64> {
+    match varint::get_u(i) {
+        Ok((value, n)) => Ok((&i[n..], value)),
+        Err(VarintError::Truncated) => fail(i, "expected a varint, found the end of the record"),
+        Err(VarintError::Overlong) => fail(i, "varint longer than 64 bits"),
+    }
+}
+
+fn svarint(i: In<'_>) -> Res<'_, i64> {
+    let (rest, v) = uvarint(i)?;
+    Ok((rest, unzigzag(v)))
+}
+
+/// A varint that must fit in 32 bits: an id or an index.
+fn id(i: In<'_>) -> Res<'_, u32> {
+    let (rest, v) = uvarint(i)?;
+    match u32::try_from(v) {
+        Ok(v) => Ok((rest, v)),
+        Err(_) => fail(i, format!("expected an id below 2^32, found {v}")),
+    }
+}
+
+fn bytes(i: In<'_>) -> Res<'_, &[u8]> {
+    let (rest, len) = uvarint(i)?;
+    if len > rest.len() as u64 {
+        return fail(
+            i,
+            format!("expected {len} bytes, the record has {} left", rest.len()),
+        );
+    }
+    take(len as usize).parse(rest)
+}
+
+fn one_byte(i: In<'_>) -> Res<'_, u8> {
+    byte.parse(i)
+        .or_else(|_: nom::Err<Fail<'_>>| fail(i, "expected a byte, found the end of the record"))
+}
+
+/// A chunk: tag, payload, and the CRC it carries (checked by the caller, which knows the offset).
+fn chunk(i: In<'_>) -> Res<'_, (Tag, In<'_>, u32)> {
+    if i.len() < 8 {
+        return fail(
+            i,
+            format!(
+                "truncated: expected a chunk header (8 bytes), the file has {} left",
+                i.len()
+            ),
+        );
+    }
+    let (rest, tag) = take(4usize).parse(i)?;
+    let (rest, len) = le_u32.parse(rest)?;
+    if !tag.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'!') {
+        return fail(
+            i,
+            format!("expected a chunk tag (four letters), found {:02x?}", tag),
+        );
+    }
+    if (len as u64) + 4 > rest.len() as u64 {
+        let name = String::from_utf8_lossy(tag);
+        return fail(
+            i,
+            format!(
+                "truncated: chunk {name} declares {len} payload bytes and a checksum, the file has {} left",
+                rest.len()
+            ),
+        );
+    }
+    let (rest, payload) = take(len as usize).parse(rest)?;
+    let (rest, crc) = le_u32.parse(rest)?;
+    Ok((rest, (tag.try_into().expect("four bytes"), payload, crc)))
+}
+
+/// A module of the captured process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Module<'a> {
+    /// A string id.
+    pub path: u32,
+    pub build_id: &'a [u8],
+    pub load_bias: u64,
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// One frame of an allocation stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Frame {
+    InModule {
+        module: u32,
+        offset: u64,
+    },
+    Absolute(u64),
+    /// `function` and `file` are string ids, 0 when unknown; so are `line` and `column`.
+    Symbol {
+        function: u32,
+        file: u32,
+        line: u32,
+        column: u32,
+    },
+}
+
+/// A parsed snapshot borrowing from the bytes of the file.
+#[derive(Debug)]
+pub struct Snapshot<'a> {
+    data: &'a [u8],
+    version: (u16, u16),
+    meta: Vec<(&'a [u8], &'a [u8])>,
+    /// Index 0 is the empty "none" string.
+    strings: Vec<&'a [u8]>,
+    types: Vec<u32>,
+    modules: Vec<Module<'a>>,
+    frames: Vec<Frame>,
+    /// `(parent, frame)`; index 0 is the empty stack.
+    stacks: Vec<(u32, u32)>,
+    roots: Vec<Root>,
+    node_chunks: Vec<In<'a>>,
+    edge_chunks: Vec<In<'a>>,
+    counts: Counts,
+    done_offset: u64,
+    checksum: u64,
+}
+
+/// String references met while parsing, checked once the string table is complete.
+#[derive(Default)]
+struct Pending {
+    strrefs: Vec<(u32, u64)>,
+    frame_modules: Vec<(u32, u64)>,
+    stack_frames: Vec<(u32, u64)>,
+    root_nodes: Vec<(u32, u64)>,
+}
+
+impl<'a> Snapshot<'a> {
+    /// Parses and checks the framing, every CRC and every table but nodes and edges, whose records
+    /// are checked as [`Snapshot::nodes`] and [`Snapshot::edges`] decode them.
+    pub fn parse(data: &'a [u8]) -> Result<Snapshot<'a>, FormatError> {
+        let mut snap = Snapshot {
+            data,
+            version: (0, 0),
+            meta: Vec::new(),
+            strings: vec![&[]],
+            types: Vec::new(),
+            modules: Vec::new(),
+            frames: Vec::new(),
+            stacks: vec![(0, 0)],
+            roots: Vec::new(),
+            node_chunks: Vec::new(),
+            edge_chunks: Vec::new(),
+            counts: Counts::default(),
+            done_offset: 0,
+            checksum: 0xcbf2_9ce4_8422_2325,
+        };
+        let mut pending = Pending::default();
+        snap.read_all(&mut pending).map_err(|e| snap.error(e))?;
+        snap.check_references(&pending)?;
+        Ok(snap)
+    }
+
+    fn error(&self, e: nom::Err<Fail<'_>>) -> FormatError {
+        match e {
+            nom::Err::Error(f) | nom::Err::Failure(f) => {
+                FormatError::new(self.offset_of(f.at), f.what)
+            }
+            nom::Err::Incomplete(_) => FormatError::new(self.data.len() as u64, "truncated"),
+        }
+    }
+
+    fn offset_of(&self, at: In<'_>) -> u64 {
+        (at.as_ptr() as usize).wrapping_sub(self.data.as_ptr() as usize) as u64
+    }
+
+    fn read_all(&mut self, pending: &mut Pending) -> Result<(), nom::Err<Fail<'a>>> {
+        let data = self.data;
+        let (mut rest, ()) = header(data)?;
+        self.version = (1, u16::from_le_bytes([data[10], data[11]]));
+        loop {
+            if rest.is_empty() {
+                return Err(failure(
+                    rest,
+                    "truncated: expected a DONE chunk, found the end of the file",
+                ));
+            }
+            let (after, (tag, payload, crc)) = chunk(rest)?;
+            let computed = crc32fast::hash(&rest[..rest.len() - after.len() - 4]);
+            if computed != crc {
+                let name = String::from_utf8_lossy(&tag);
+                return Err(failure(
+                    rest,
+                    format!("chunk {name} is corrupt: checksum {crc:08x}, computed {computed:08x}"),
+                ));
+            }
+            self.checksum = (self.checksum ^ crc as u64).wrapping_mul(0x0100_0000_01b3);
+            self.checksum = (self.checksum ^ payload.len() as u64).wrapping_mul(0x0100_0000_01b3);
+            if tag == tag::DONE {
+                self.done_offset = self.offset_of(rest);
+                self.counts = done(payload)?.1;
+                if !after.is_empty() {
+                    return Err(failure(
+                        after,
+                        format!("{} bytes after the DONE chunk", after.len()),
+                    ));
+                }
+                return Ok(());
+            }
+            self.read_chunk(tag, payload, pending)?;
+            rest = after;
+        }
+    }
+
+    fn read_chunk(
+        &mut self,
+        tag: Tag,
+        payload: In<'a>,
+        pending: &mut Pending,
+    ) -> Result<(), nom::Err<Fail<'a>>> {
+        let mut i = payload;
+        macro_rules! each_record {
+            ($body:expr) => {
+                while !i.is_empty() {
+                    let at = self.offset_of(i);
+                    let f: &mut dyn FnMut(In<'a>, u64) -> Res<'a, ()> = &mut $body;
+                    i = f(i, at)?.0;
+                }
+            };
+        }
+        match tag {
+            tag::META => each_record!(|i, _| {
+                let (i, key) = bytes(i)?;
+                let (i, value) = bytes(i)?;
+                self.meta.push((key, value));
+                Ok((i, ()))
+            }),
+            tag::STRS => each_record!(|i, _| {
+                let (i, s) = bytes(i)?;
+                self.strings.push(s);
+                Ok((i, ()))
+            }),
+            tag::TYPE => each_record!(|i, at| {
+                let (i, name) = id(i)?;
+                pending.strrefs.push((name, at));
+                self.types.push(name);
+                Ok((i, ()))
+            }),
+            tag::MODS => each_record!(|i, at| {
+                let (i, m) = module(i)?;
+                pending.strrefs.push((m.path, at));
+                self.modules.push(m);
+                Ok((i, ()))
+            }),
+            tag::FRMS => each_record!(|i, at| {
+                let (i, f) = frame(i)?;
+                match f {
+                    Frame::InModule { module, .. } => pending.frame_modules.push((module, at)),
+                    Frame::Symbol { function, file, .. } => {
+                        pending.strrefs.push((function, at));
+                        pending.strrefs.push((file, at));
+                    }
+                    Frame::Absolute(_) => {}
+                }
+                self.frames.push(f);
+                Ok((i, ()))
+            }),
+            tag::STKS => each_record!(|i, at| {
+                let own = self.stacks.len() as u64;
+                let (after, delta) = uvarint(i)?;
+                if delta == 0 || delta > own {
+                    return fail(
+                        i,
+                        format!("stack {own}: parent delta {delta} must be between 1 and {own}"),
+                    );
+                }
+                let (after, frame) = id(after)?;
+                pending.stack_frames.push((frame, at));
+                self.stacks.push(((own - delta) as u32, frame));
+                Ok((after, ()))
+            }),
+            tag::ROOT => each_record!(|i, at| {
+                let (i, node) = id(i)?;
+                let (i, kind) = one_byte(i)?;
+                let (i, flags) = uvarint(i)?;
+                let (i, name) = id(i)?;
+                pending.strrefs.push((name, at));
+                pending.root_nodes.push((node, at));
+                self.roots.push(Root {
+                    node,
+                    kind: RootKind::from_byte(kind),
+                    interior: flags & 1 != 0,
+                    name,
+                });
+                Ok((i, ()))
+            }),
+            tag::NODE => self.node_chunks.push(payload),
+            tag::EDGE => self.edge_chunks.push(payload),
+            _ if tag[0].is_ascii_lowercase() => {}
+            _ => {
+                let at = &payload[..0];
+                let start = self.offset_of(at) - 8;
+                let name = String::from_utf8_lossy(&tag);
+                let what = format!("unknown critical chunk {name}: written by a newer heapsnap?");
+                return Err(failure(&self.data[start as usize..], what));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_references(&self, pending: &Pending) -> Result<(), FormatError> {
+        let c = &self.counts;
+        let checks: [(&str, u64, u64); 6] = [
+            ("strings", self.strings.len() as u64 - 1, c.strings),
+            ("types", self.types.len() as u64, c.types),
+            ("modules", self.modules.len() as u64, c.modules),
+            ("frames", self.frames.len() as u64, c.frames),
+            ("stacks", self.stacks.len() as u64 - 1, c.stacks),
+            ("roots", self.roots.len() as u64, c.roots),
+        ];
+        for (what, found, expected) in checks {
+            if found != expected {
+                return Err(FormatError::new(
+                    self.done_offset,
+                    format!(
+                        "the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"
+                    ),
+                ));
+            }
+        }
+        if c.nodes >= u32::MAX as u64 - 1 {
+            return Err(FormatError::new(
+                self.done_offset,
+                format!("{} nodes: more than this reader supports", c.nodes),
+            ));
+        }
+        let bound = |list: &[(u32, u64)], limit: usize, what: &str| match list
+            .iter()
+            .find(|&&(id, _)| id as usize >= limit)
+        {
+            Some(&(id, at)) => Err(FormatError::new(
+                at,
+                format!("{what} {id} out of range (the file has {limit})"),
+            )),
+            None => Ok(()),
+        };
+        bound(&pending.strrefs, self.strings.len(), "string id")?;
+        bound(&pending.frame_modules, self.modules.len(), "module id")?;
+        bound(&pending.stack_frames, self.frames.len(), "frame id")?;
+        bound(&pending.root_nodes, c.nodes as usize, "root node index")
+    }
+
+    pub fn version(&self) -> (u16, u16) {
+        self.version
+    }
+
+    /// Metadata entries in file order.
+    pub fn meta(&self) -> &[(&'a [u8], &'a [u8])] {
+        &self.meta
+    }
+
+    /// The first value of a metadata key.
+    pub fn meta_value(&self, key: &str) -> Option<&'a [u8]> {
+        self.meta
+            .iter()
+            .find(|(k, _)| *k == key.as_bytes())
+            .map(|&(_, v)| v)
+    }
+
+    /// A string by id; id 0 and unknown ids give the empty string.
+    pub fn string(&self, id: u32) -> &'a [u8] {
+        self.strings.get(id as usize).copied().unwrap_or(&[])
+    }
+
+    pub fn type_count(&self) -> usize {
+        self.types.len()
+    }
+
+    pub fn type_name(&self, type_id: u32) -> &'a [u8] {
+        self.types
+            .get(type_id as usize)
+            .map_or(&[], |&name| self.string(name))
+    }
+
+    pub fn modules(&self) -> &[Module<'a>] {
+        &self.modules
+    }
+
+    pub fn frame(&self, id: u32) -> Option<Frame> {
+        self.frames.get(id as usize).copied()
+    }
+
+    pub fn stack_count(&self) -> usize {
+        self.stacks.len() - 1
+    }
+
+    /// The frames of a stack, innermost (the allocation site) first.
+    pub fn stack_frames(&self, stack: u32) -> impl Iterator<Item = u32> + '_ {
+        let mut at = stack;
+        std::iter::from_fn(move || {
+            if at == 0 || at as usize >= self.stacks.len() {
+                return None;
+            }
+            let (parent, frame) = self.stacks[at as usize];
+            at = parent;
+            Some(frame)
+        })
+    }
+
+    /// The caller's stack, 0 at the outermost frame.
+    pub fn stack_parent(&self, stack: u32) -> u32 {
+        self.stacks.get(stack as usize).map_or(0, |s| s.0)
+    }
+
+    pub fn roots(&self) -> &[Root] {
+        &self.roots
+    }
+
+    /// The counts the `DONE` chunk declares; nodes and edges are confirmed as they are decoded.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// A digest of every chunk's CRC and length: equal files have equal checksums.
+    pub fn checksum(&self) -> u64 {
+        self.checksum
+    }
+
+    pub fn len_bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn nodes(&self) -> NodeIter<'_, 'a> {
+        NodeIter {
+            snap: self,
+            chunk: 0,
+            rest: &[],
+            seen: 0,
+            identity: 0,
+            address: 0,
+            failed: false,
+        }
+    }
+
+    pub fn edges(&self) -> EdgeIter<'_, 'a> {
+        EdgeIter {
+            snap: self,
+            chunk: 0,
+            rest: &[],
+            seen: 0,
+            from: 0,
+            left: 0,
+            failed: false,
+        }
+    }
+
+    fn count_mismatch(&self, what: &str, expected: u64, found: u64) -> FormatError {
+        FormatError::new(
+            self.done_offset,
+            format!(
+                "the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"
+            ),
+        )
+    }
+}
+
+fn header(i: In<'_>) -> Res<'_, ()> {
+    if i.len() < HEADER_LEN || i[..8] != MAGIC {
+        return fail(
+            i,
+            "not an .hsnap snapshot: expected the magic bytes 89 48 53 4E 41 50 0D 0A",
+        );
+    }
+    let (rest, _) = take(8usize).parse(i)?;
+    let (after, major) = le_u16.parse(rest)?;
+    if major != VERSION.0 {
+        return fail(
+            rest,
+            format!(
+                "format major version {major}; this reader knows {}",
+                VERSION.0
+            ),
+        );
+    }
+    let (after, _minor) = le_u16.parse(after)?;
+    let (after, _reserved) = le_u32.parse(after)?;
+    Ok((after, ()))
+}
+
+fn done(i: In<'_>) -> Res<'_, Counts> {
+    let mut values = [0u64; 8];
+    let mut rest = i;
+    for v in &mut values {
+        (rest, *v) = uvarint(rest)?;
+    }
+    let [strings, types, modules, frames, stacks, nodes, edges, roots] = values;
+    Ok((
+        rest,
+        Counts {
+            strings,
+            types,
+            modules,
+            frames,
+            stacks,
+            nodes,
+            edges,
+            roots,
+        },
+    ))
+}
+
+fn module(i: In<'_>) -> Res<'_, Module<'_>> {
+    let (i, path) = id(i)?;
+    let (i, build_id) = bytes(i)?;
+    let (i, load_bias) = uvarint(i)?;
+    let (mut i, count) = uvarint(i)?;
+    if count > i.len() as u64 / 2 {
+        return fail(
+            i,
+            format!("module declares {count} ranges, the record has room for fewer"),
+        );
+    }
+    let mut ranges = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let (after, start) = uvarint(i)?;
+        let (after, length) = uvarint(after)?;
+        ranges.push((start, length));
+        i = after;
+    }
+    Ok((
+        i,
+        Module {
+            path,
+            build_id,
+            load_bias,
+            ranges,
+        },
+    ))
+}
+
+fn frame(i: In<'_>) -> Res<'_, Frame> {
+    let (rest, form) = one_byte(i)?;
+    match form {
+        0 => {
+            let (rest, module) = id(rest)?;
+            let (rest, offset) = uvarint(rest)?;
+            Ok((rest, Frame::InModule { module, offset }))
+        }
+        1 => {
+            let (rest, address) = uvarint(rest)?;
+            Ok((rest, Frame::Absolute(address)))
+        }
+        2 => {
+            let (rest, function) = id(rest)?;
+            let (rest, file) = id(rest)?;
+            let (rest, line) = id(rest)?;
+            let (rest, column) = id(rest)?;
+            Ok((
+                rest,
+                Frame::Symbol {
+                    function,
+                    file,
+                    line,
+                    column,
+                },
+            ))
+        }
+        _ => fail(i, format!("unknown frame form {form} (expected 0, 1 or 2)")),
+    }
+}
+
+/// Decodes node records in file order, checking each, and at the end their number.
+pub struct NodeIter<'s, 'a> {
+    snap: &'s Snapshot<'a>,
+    chunk: usize,
+    rest: In<'a>,
+    seen: u64,
+    identity: u64,
+    address: u64,
+    failed: bool,
+}
+
+impl NodeIter<'_, '_> {
+    fn record(&mut self) -> Result<Node, FormatError> {
+        let snap = self.snap;
+        let parse = |i| -> Res<'_, Node> {
+            let (i, identity) = svarint(i)?;
+            let (i, address) = svarint(i)?;
+            let (i, size) = uvarint(i)?;
+            let (after, type_id) = id(i)?;
+            if type_id as usize >= snap.types.len() {
+                return fail(
+                    i,
+                    format!(
+                        "type {type_id} out of range (the file has {})",
+                        snap.types.len()
+                    ),
+                );
+            }
+            let (i, stack) = id(after)?;
+            if stack as usize >= snap.stacks.len() {
+                return fail(
+                    after,
+                    format!(
+                        "stack {stack} out of range (the file has {})",
+                        snap.stacks.len() - 1
+                    ),
+                );
+            }
+            let (i, flags) = uvarint(i)?;
+            let node = Node {
+                identity: identity as u64,
+                address: address as u64,
+                size,
+                type_id,
+                stack,
+                flags: flags as u32,
+            };
+            Ok((i, node))
+        };
+        let (rest, mut node) = parse(self.rest).map_err(|e| snap.error(e))?;
+        self.rest = rest;
+        self.identity = self.identity.wrapping_add(node.identity);
+        self.address = self.address.wrapping_add(node.address);
+        node.identity = self.identity;
+        node.address = self.address;
+        self.seen += 1;
+        if self.seen > snap.counts.nodes {
+            return Err(snap.count_mismatch("nodes", snap.counts.nodes, self.seen));
+        }
+        Ok(node)
+    }
+}
+
+impl Iterator for NodeIter<'_, '_> {
+    type Item = Result<Node, FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.rest.is_empty() {
+            if self.chunk == self.snap.node_chunks.len() {
+                self.failed = true;
+                let (expected, seen) = (self.snap.counts.nodes, self.seen);
+                return (seen != expected)
+                    .then(|| Err(self.snap.count_mismatch("nodes", expected, seen)));
+            }
+            self.rest = self.snap.node_chunks[self.chunk];
+            self.chunk += 1;
+        }
+        let item = self.record();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
+
+/// Decodes edges in file order as `(source, edge)`, checking each, and at the end their number.
+pub struct EdgeIter<'s, 'a> {
+    snap: &'s Snapshot<'a>,
+    chunk: usize,
+    rest: In<'a>,
+    seen: u64,
+    from: u32,
+    /// Edges left in the current record.
+    left: u64,
+    failed: bool,
+}
+
+impl<'a> EdgeIter<'_, 'a> {
+    fn record_head(&mut self, i: In<'a>) -> Res<'a, ()> {
+        let nodes = self.snap.counts.nodes;
+        let (rest, delta) = svarint(i)?;
+        let from = (self.from as i64).wrapping_add(delta);
+        if from < 0 || from as u64 >= nodes {
+            return fail(
+                i,
+                format!("edge source {from} out of range (the file has {nodes} nodes)"),
+            );
+        }
+        let (after, count) = uvarint(rest)?;
+        if count == 0 || count > after.len() as u64 {
+            return fail(
+                rest,
+                format!(
+                    "edge record declares {count} edges, expected 1 to {}",
+                    after.len()
+                ),
+            );
+        }
+        self.from = from as u32;
+        self.left = count;
+        Ok((after, ()))
+    }
+
+    fn edge(&self, i: In<'a>) -> Res<'a, Edge> {
+        let nodes = self.snap.counts.nodes;
+        let (rest, head) = uvarint(i)?;
+        let to = self.from as i64 + unzigzag(head >> 3);
+        if to < 0 || to as u64 >= nodes {
+            return fail(
+                i,
+                format!("edge target {to} out of range (the file has {nodes} nodes)"),
+            );
+        }
+        let Some(kind) = EdgeKind::from_bits(head >> 1 & 3) else {
+            return fail(i, "edge kind 3 is reserved");
+        };
+        if head & 1 == 0 {
+            return Ok((
+                rest,
+                Edge {
+                    to: to as u32,
+                    kind,
+                    label: Label::None,
+                },
+            ));
+        }
+        let (after, label) = uvarint(rest)?;
+        let label = match label & 3 {
+            0 => match u32::try_from(label >> 2) {
+                Ok(s) if (s as usize) < self.snap.strings.len() => Label::Name(s),
+                _ => return fail(rest, format!("label string id {} out of range", label >> 2)),
+            },
+            1 => Label::Index(label >> 2),
+            2 => Label::Offset(label >> 2),
+            _ => return fail(rest, "label kind 3 is reserved"),
+        };
+        Ok((
+            after,
+            Edge {
+                to: to as u32,
+                kind,
+                label,
+            },
+        ))
+    }
+
+    fn next_edge(&mut self) -> Result<(u32, Edge), FormatError> {
+        if self.left == 0 {
+            let (rest, ()) = self
+                .record_head(self.rest)
+                .map_err(|e| self.snap.error(e))?;
+            self.rest = rest;
+        }
+        let (rest, edge) = self.edge(self.rest).map_err(|e| self.snap.error(e))?;
+        self.rest = rest;
+        self.left -= 1;
+        self.seen += 1;
+        if self.left > 0 && self.rest.is_empty() {
+            return Err(FormatError::new(
+                self.snap.offset_of(rest),
+                "edge record ends before its last edge",
+            ));
+        }
+        if self.seen > self.snap.counts.edges {
+            return Err(self
+                .snap
+                .count_mismatch("edges", self.snap.counts.edges, self.seen));
+        }
+        Ok((self.from, edge))
+    }
+}
+
+impl Iterator for EdgeIter<'_, '_> {
+    type Item = Result<(u32, Edge), FormatError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        while self.rest.is_empty() {
+            if self.chunk == self.snap.edge_chunks.len() {
+                self.failed = true;
+                let (expected, seen) = (self.snap.counts.edges, self.seen);
+                return (seen != expected)
+                    .then(|| Err(self.snap.count_mismatch("edges", expected, seen)));
+            }
+            self.rest = self.snap.edge_chunks[self.chunk];
+            self.chunk += 1;
+        }
+        let item = self.next_edge();
+        self.failed = item.is_err();
+        Some(item)
+    }
+}
