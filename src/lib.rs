@@ -1,5 +1,19 @@
 //! heapsnap: loads `.hsnap` heap snapshots into a compact graph and finds what leaks and what
 //! retains memory.
+//!
+//! Data flows one way: [`heap`] opens and parses a file into a [`graph::Graph`], [`analysis`] finds
+//! leaks and retained sizes, [`report`] turns results into text, Markdown, JSON or Graphviz, and
+//! the `heapsnap` binary only parses arguments and prints what these return.
 
 pub mod analysis;
+pub mod atomic;
+pub mod bench;
+pub mod cache;
+pub mod error;
 pub mod graph;
+pub mod heap;
+pub mod progress;
+pub mod report;
+pub mod synth;
+
+pub use error::{Error, Result};

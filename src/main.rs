@@ -1,1 +1,211 @@
-fn main() {}
+//! The `heapsnap` command: argument parsing and printing only; every result comes from the library.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use heapsnap::analysis::Analysis;
+use heapsnap::heap::{Heap, SnapshotFile};
+use heapsnap::progress::Progress;
+use heapsnap::report::dot::{self, Direction};
+use heapsnap::report::leaks::{LeakOptions, LeakReport};
+use heapsnap::report::path::PathReport;
+use heapsnap::report::summary::SummaryReport;
+use heapsnap::report::top::{By, TopReport};
+use heapsnap::report::{Format, Report};
+use heapsnap::synth::{self, SynthOptions};
+use heapsnap::{Error, Result, bench, cache};
+
+/// Finds memory leaks in heap snapshots: leaked cycles, what retains memory, and why.
+#[derive(Parser)]
+#[command(name = "heapsnap", version, about)]
+struct Cli {
+    /// No progress bars.
+    #[arg(long, short, global = true)]
+    quiet: bool,
+    /// Neither read nor write the analysis cache (SNAP.hscache) of large snapshots.
+    #[arg(long, global = true)]
+    no_cache: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Totals: reachable and leaked, by type, by allocation site.
+    Summary {
+        snapshot: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Rows per table.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Leak groups, largest first, with their cycles and allocation sites.
+    Leaks {
+        snapshot: PathBuf,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Exit with status 1 when anything is lost (definitely, indirectly or possibly).
+        #[arg(long)]
+        fail: bool,
+        /// Groups to list.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// List the identity of every member of every group (JSON: `groups[].members`).
+        #[arg(long)]
+        members: bool,
+    },
+    /// What retains the most memory.
+    Top {
+        snapshot: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long, value_enum, default_value = "object")]
+        by: By,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// The shortest chains that keep a node alive.
+    Path {
+        snapshot: PathBuf,
+        /// The node's identity (decimal) or an address in it (0x…).
+        node: String,
+        /// Chains to show, one per root, nearest first.
+        #[arg(short = 'n', long, default_value_t = 3)]
+        chains: usize,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+    },
+    /// Graphviz drawing of what a node references (default) or what references it.
+    Dot {
+        snapshot: PathBuf,
+        node: String,
+        /// Draw what the node references (objgraph's show_refs).
+        #[arg(long, conflicts_with = "backrefs")]
+        refs: bool,
+        /// Draw what keeps the node alive (objgraph's show_backrefs).
+        #[arg(long)]
+        backrefs: bool,
+        #[arg(long, default_value_t = 3)]
+        depth: u32,
+        /// Nodes to draw at most.
+        #[arg(long, default_value_t = 200)]
+        max_nodes: usize,
+    },
+    /// Write a synthetic snapshot with planted leaks (for tests and benchmarks).
+    Synth {
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        nodes: u32,
+        #[arg(long, default_value_t = 4.0)]
+        edges_per_node: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Also write the planted verdict, as JSON, to this file.
+        #[arg(long)]
+        truth: Option<PathBuf>,
+    },
+    /// Benchmark: load and analyse synthetic heaps of these sizes; prints times and peak memory.
+    Bench {
+        /// Node counts, comma separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000000,10000000")]
+        nodes: Vec<u32>,
+        /// Where to write the snapshots.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Also time petgraph's kosaraju_scc and simple_fast on the same graph.
+        #[arg(long)]
+        petgraph: bool,
+        /// Keep the snapshots.
+        #[arg(long)]
+        keep: bool,
+        /// Measure one snapshot in this process and print the figures as JSON (used by the
+        /// benchmark itself, one child process per size).
+        #[arg(long, hide = true)]
+        one: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("heapsnap: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Loads a snapshot and its analysis, then hands both to `f`.
+fn with_analysis<T>(cli: &Cli, path: &Path, f: impl FnOnce(&Heap<'_>, &Analysis) -> Result<T>) -> Result<T> {
+    let progress = Progress::stderr(cli.quiet);
+    let file = SnapshotFile::open(path)?;
+    let heap = Heap::load(&file, &progress)?;
+    let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
+    f(&heap, &analysis)
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let ok = ExitCode::SUCCESS;
+    match &cli.command {
+        Command::Summary { snapshot, format, limit } => with_analysis(&cli, snapshot, |heap, analysis| {
+            print(&SummaryReport::build(heap, analysis, *limit).render(*format))?;
+            Ok(ok)
+        }),
+        Command::Leaks { snapshot, format, fail, limit, members } => with_analysis(&cli, snapshot, |heap, analysis| {
+            let report = LeakReport::build(heap, analysis, LeakOptions { limit: *limit, members: *members });
+            print(&report.render(*format))?;
+            let lost = report.any() || report.possibly.objects > 0;
+            Ok(if *fail && lost { ExitCode::from(1) } else { ok })
+        }),
+        Command::Top { snapshot, limit, by, format } => with_analysis(&cli, snapshot, |heap, analysis| {
+            print(&TopReport::build(heap, analysis, *by, *limit).render(*format))?;
+            Ok(ok)
+        }),
+        Command::Path { snapshot, node, chains, format } => with_analysis(&cli, snapshot, |heap, analysis| {
+            let target = heap.find_node(node)?;
+            print(&PathReport::build(heap, analysis, target, *chains).render(*format))?;
+            Ok(ok)
+        }),
+        Command::Dot { snapshot, node, refs: _, backrefs, depth, max_nodes } => {
+            with_analysis(&cli, snapshot, |heap, analysis| {
+                let target = heap.find_node(node)?;
+                let direction = if *backrefs { Direction::Backrefs } else { Direction::Refs };
+                print(&dot::dot(heap, analysis, target, direction, *depth, *max_nodes))?;
+                Ok(ok)
+            })
+        }
+        Command::Synth { output, nodes, edges_per_node, seed, truth } => {
+            let options = SynthOptions { nodes: *nodes, edges_per_node: *edges_per_node, seed: *seed, ..SynthOptions::default() };
+            let planted = synth::write(output, options)?;
+            if let Some(truth) = truth {
+                let json = serde_json::to_string_pretty(&planted).expect("serializable") + "\n";
+                std::fs::write(truth, json).map_err(Error::io(truth))?;
+            }
+            Ok(ok)
+        }
+        Command::Bench { nodes, dir, petgraph, keep, one } => {
+            if let Some(path) = one {
+                let m = bench::measure(path, *petgraph)?;
+                print(&(serde_json::to_string(&m).expect("serializable") + "\n"))?;
+                return Ok(ok);
+            }
+            let exe = std::env::current_exe().map_err(Error::io("heapsnap"))?;
+            let results = bench::run(&exe, nodes, dir, *petgraph, *keep)?;
+            print(&bench::table(&results))?;
+            Ok(ok)
+        }
+    }
+}
+
+/// Writes to stdout; a closed pipe (`heapsnap … | head`) is not an error.
+fn print(text: &str) -> Result<()> {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("standard output")(e)),
+        _ => Ok(()),
+    }
+}

@@ -469,6 +469,11 @@ impl<'a> Snapshot<'a> {
         self.checksum
     }
 
+    /// Payload bytes of all `NODE` chunks: a bound on how many nodes there can be.
+    pub fn node_bytes(&self) -> usize {
+        self.node_chunks.iter().map(|c| c.len()).sum()
+    }
+
     pub fn len_bytes(&self) -> usize {
         self.data.len()
     }

@@ -1,0 +1,519 @@
+//! Dominator tree of the heap graph under a virtual root whose children are the GC roots.
+//!
+//! Algorithm: L. Georgiadis, "Linear-Time Algorithms for Dominators and Related Problems",
+//! PhD thesis, Princeton University, 2005 (Semi-NCA, pp. 21-23), in the form rustc uses in
+//! `rustc_data_structures::graph::dominators`. Everything runs on preorder numbers (the virtual
+//! root is 0), which keeps the hot arrays dense and makes "is an ancestor candidate" a compare.
+//!
+//! 1. Semidominators. An iterative depth-first search numbers the reached nodes and records the
+//!    tree parents. Then, in reverse preorder, `semi(w)` is the minimum over the predecessors `v`
+//!    of `w` of `v` itself (if `v < w`) or of the smallest semidominator on the tree path above
+//!    `v` (if `v > w`), found with Lengauer-Tarjan's link-eval forest and path compression.
+//! 2. Immediate dominators. `idom(w)` is the nearest common ancestor, in the dominator tree, of
+//!    `parent(w)` and `semi(w)`. Semi-NCA finds it by walking up the tree, which is quadratic on
+//!    heap shapes such as a long linked list whose entries are also held by an array, so, like
+//!    rustc, we get it from the same forest: when `semi(w)` is reached, `eval(w)` yields either
+//!    `semi(w)` itself (the answer) or a relative `y` with `idom(w) = idom(y)`, resolved by one
+//!    final pass in preorder. The whole is O(m log n) and uses no recursion.
+
+use crate::graph::Adjacency;
+
+/// `idom` value of a node no root reaches.
+pub const UNREACHED: u32 = u32::MAX;
+/// `idom` value of a node dominated only by the virtual root (every root, and nodes reached
+/// from two roots' disjoint paths).
+pub const VIRTUAL_ROOT: u32 = u32::MAX - 1;
+
+/// End of an intrusive list / "no node" in the scratch arrays (never a preorder number).
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DominatorTree {
+    /// Immediate dominator of each node (len = node_count), or UNREACHED / VIRTUAL_ROOT.
+    pub idom: Vec<u32>,
+    /// The reached nodes in depth-first preorder from the virtual root: every node comes after
+    /// its immediate dominator.
+    pub preorder: Vec<u32>,
+}
+
+/// `succ` and `pred` are the same graph forwards and backwards (pred = Csr::reversed(succ),
+/// possibly with extra edges from unreached nodes — ignore predecessors that were not reached).
+/// `roots` are the virtual root's children (may contain duplicates and be in any order).
+///
+/// Panics if a root is not a node of the graph or the graph has `u32::MAX - 1` nodes or more.
+pub fn dominators(succ: &impl Adjacency, pred: &impl Adjacency, roots: &[u32]) -> DominatorTree {
+    let n = succ.node_count();
+    assert_eq!(
+        pred.node_count(),
+        n,
+        "succ and pred disagree on the node count"
+    );
+    assert!(n < VIRTUAL_ROOT as usize, "too many nodes for u32 ids");
+
+    // Depth-first search from the virtual root (preorder number 0). Arrays indexed by preorder
+    // number: `node_of` maps back to the node, `parent` is the DFS tree, and `semi` serves as the
+    // per-node edge cursor until phase 1 needs it. The DFS stack is the path back up `parent`.
+    let mut pre_of = vec![UNREACHED; n];
+    let mut node_of: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut parent: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut semi: Vec<u32> = Vec::with_capacity(n + 1);
+    node_of.push(VIRTUAL_ROOT);
+    parent.push(0);
+    semi.push(0);
+    let mut current = 0u32;
+    loop {
+        let c = current as usize;
+        let edges = if c == 0 {
+            roots
+        } else {
+            succ.neighbors(node_of[c])
+        };
+        assert!(
+            edges.len() < u32::MAX as usize,
+            "node with 2^32 - 1 or more edges"
+        );
+        let mut i = semi[c] as usize;
+        let mut found = NIL;
+        while i < edges.len() {
+            let t = edges[i];
+            i += 1;
+            if pre_of[t as usize] == UNREACHED {
+                found = t;
+                break;
+            }
+        }
+        semi[c] = i as u32;
+        if found != NIL {
+            let p = node_of.len() as u32;
+            pre_of[found as usize] = p;
+            node_of.push(found);
+            parent.push(current);
+            semi.push(0);
+            current = p;
+        } else if c == 0 {
+            break;
+        } else {
+            current = parent[c];
+        }
+    }
+    let reached = node_of.len();
+
+    // Phase 1, in reverse preorder. A node w is "linked" into the eval forest once processed,
+    // i.e. iff w > the node being processed; `parent` doubles as the forest's (compressed)
+    // ancestor pointers, which only ever change for linked nodes. `semi` starts as the identity,
+    // except 0 for the roots (the virtual root is their predecessor).
+    //
+    // `idom[w]` holds, in turn: the head of the bucket of nodes whose semidominator is w (until
+    // w is processed), the next pointer of w's own bucket entry (until that bucket is
+    // processed), and finally the immediate dominator or a relative whose idom it shares.
+    for (p, s) in semi.iter_mut().enumerate() {
+        *s = p as u32;
+    }
+    for &r in roots {
+        semi[pre_of[r as usize] as usize] = 0;
+    }
+    let mut label = vec![0u32; reached];
+    let mut idom = vec![NIL; reached];
+    for w in (1..reached).rev() {
+        let w32 = w as u32;
+        let first_linked = w32 + 1;
+
+        // Nodes semidominated by w: everything above them up to w is linked now, so eval gives
+        // the node y of least semidominator strictly between w and v.
+        let mut v = idom[w];
+        while v != NIL {
+            let next = idom[v as usize];
+            let y = eval(&mut parent, &mut label, &semi, first_linked, v);
+            idom[v as usize] = if semi[y as usize] < w32 { y } else { w32 };
+            v = next;
+        }
+
+        let mut s = semi[w];
+        if s != 0 {
+            for &u in pred.neighbors(node_of[w]) {
+                let p = pre_of[u as usize];
+                if p == UNREACHED {
+                    continue;
+                }
+                let candidate = if p > w32 {
+                    semi[eval(&mut parent, &mut label, &semi, first_linked, p) as usize]
+                } else {
+                    p
+                };
+                s = s.min(candidate);
+            }
+            semi[w] = s;
+        }
+        label[w] = w32;
+
+        if s == 0 || s == parent[w] {
+            // The semidominator is the virtual root or the tree parent: it is the idom.
+            idom[w] = s;
+        } else {
+            idom[w] = idom[s as usize];
+            idom[s as usize] = w32;
+        }
+    }
+
+    // Phase 2, in preorder: replace each relative by its (already final) immediate dominator.
+    for w in 1..reached {
+        let d = idom[w];
+        if d != semi[w] {
+            idom[w] = idom[d as usize];
+        }
+    }
+    drop(label);
+    drop(parent);
+    drop(semi);
+
+    // Back to node ids, reusing `pre_of` for the result.
+    for p in pre_of.iter_mut() {
+        if *p != UNREACHED {
+            let d = idom[*p as usize];
+            *p = if d == 0 {
+                VIRTUAL_ROOT
+            } else {
+                node_of[d as usize]
+            };
+        }
+    }
+    node_of.remove(0);
+    DominatorTree {
+        idom: pre_of,
+        preorder: node_of,
+    }
+}
+
+/// The linked node of least semidominator on the forest path from `v` (a linked node) up to,
+/// not including, its first unlinked ancestor; compresses that path on the way.
+#[inline]
+fn eval(ancestor: &mut [u32], label: &mut [u32], semi: &[u32], first_linked: u32, v: u32) -> u32 {
+    if ancestor[v as usize] >= first_linked {
+        compress(ancestor, label, semi, first_linked, v);
+    }
+    label[v as usize]
+}
+
+/// Path compression without recursion or a stack: walk up reversing the ancestor pointers,
+/// then walk back down propagating the best label and pointing everything at the forest root.
+fn compress(ancestor: &mut [u32], label: &mut [u32], semi: &[u32], first_linked: u32, v: u32) {
+    let mut below = NIL;
+    let mut x = v;
+    let root = loop {
+        let a = ancestor[x as usize];
+        if a < first_linked {
+            break a;
+        }
+        ancestor[x as usize] = below;
+        below = x;
+        x = a;
+    };
+    // `x` is the topmost linked node; its ancestor already is `root` and its label is final.
+    let mut top = x;
+    while below != NIL {
+        let child = below;
+        below = ancestor[child as usize];
+        let best = label[top as usize];
+        if semi[best as usize] < semi[label[child as usize] as usize] {
+            label[child as usize] = best;
+        }
+        ancestor[child as usize] = root;
+        top = child;
+    }
+}
+
+impl DominatorTree {
+    /// Retained size of every node: its shallow size plus that of everything it dominates.
+    /// Unreached nodes get 0 (and `shallow` is only called on reached nodes).
+    pub fn retained_sizes(&self, shallow: impl Fn(u32) -> u64) -> Vec<u64> {
+        let mut sizes = vec![0u64; self.idom.len()];
+        for &v in &self.preorder {
+            sizes[v as usize] = shallow(v);
+        }
+        for &v in self.preorder.iter().rev() {
+            let d = self.idom[v as usize];
+            if d != VIRTUAL_ROOT {
+                sizes[d as usize] += sizes[v as usize];
+            }
+        }
+        sizes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::Csr;
+    use petgraph::graph::{Graph, NodeIndex};
+    use rand::{Rng, SeedableRng};
+    use rand_pcg::Pcg64Mcg;
+
+    /// A random graph: (node count, edges, roots) with self loops, duplicate edges, chains and
+    /// unreachable parts; 0 to 4 roots, possibly repeated, in random order.
+    fn random_graph(rng: &mut Pcg64Mcg) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
+        let n = rng.random_range(1..60usize);
+        let degree = [0.3, 0.8, 1.2, 2.0, 4.0][rng.random_range(0..5)];
+        let m = (n as f64 * degree * rng.random_range(0.5..1.5)) as usize;
+        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(m);
+        for _ in 0..m {
+            let from = rng.random_range(0..n as u32);
+            let edge = match rng.random_range(0..10) {
+                0 => (from, from),
+                1 if !edges.is_empty() => edges[rng.random_range(0..edges.len())],
+                2..=4 => (from, (from + 1) % n as u32),
+                _ => (from, rng.random_range(0..n as u32)),
+            };
+            edges.push(edge);
+        }
+        let root_count = [0, 1, 1, 1, 2, 2, 3, 4][rng.random_range(0..8)];
+        let roots = (0..root_count)
+            .map(|_| rng.random_range(0..n as u32))
+            .collect();
+        (n, edges, roots)
+    }
+
+    /// Nodes reachable from `roots` without passing through `removed`.
+    fn reachable(g: &Csr, roots: &[u32], removed: Option<u32>) -> Vec<bool> {
+        let mut seen = vec![false; g.node_count()];
+        let mut stack: Vec<u32> = roots
+            .iter()
+            .copied()
+            .filter(|&r| Some(r) != removed)
+            .collect();
+        while let Some(v) = stack.pop() {
+            if !std::mem::replace(&mut seen[v as usize], true) {
+                stack.extend(g.neighbors(v).iter().filter(|&&w| Some(w) != removed));
+            }
+        }
+        seen
+    }
+
+    /// idom from petgraph, with an extra node `n` joined to every root.
+    fn petgraph_idom(n: usize, edges: &[(u32, u32)], roots: &[u32]) -> Vec<u32> {
+        let mut g = Graph::<(), ()>::new();
+        let nodes: Vec<NodeIndex> = (0..=n).map(|_| g.add_node(())).collect();
+        for &(a, b) in edges {
+            g.add_edge(nodes[a as usize], nodes[b as usize], ());
+        }
+        for &r in roots {
+            g.add_edge(nodes[n], nodes[r as usize], ());
+        }
+        let doms = petgraph::algo::dominators::simple_fast(&g, nodes[n]);
+        (0..n)
+            .map(|v| match doms.immediate_dominator(nodes[v]) {
+                None => UNREACHED,
+                Some(d) if d.index() == n => VIRTUAL_ROOT,
+                Some(d) => d.index() as u32,
+            })
+            .collect()
+    }
+
+    fn compute(n: usize, edges: &[(u32, u32)], roots: &[u32]) -> (Csr, DominatorTree) {
+        let succ = Csr::from_edges(n, edges);
+        let pred = Csr::reversed(&succ);
+        let tree = dominators(&succ, &pred, roots);
+        (succ, tree)
+    }
+
+    /// Checks `preorder` lists exactly the reached nodes, once, each after its idom.
+    fn check_preorder(tree: &DominatorTree) {
+        let mut position = vec![usize::MAX; tree.idom.len()];
+        for (i, &v) in tree.preorder.iter().enumerate() {
+            assert_eq!(position[v as usize], usize::MAX, "{v} twice in preorder");
+            position[v as usize] = i;
+        }
+        for (v, &d) in tree.idom.iter().enumerate() {
+            assert_eq!(position[v] == usize::MAX, d == UNREACHED, "node {v}");
+            if d != UNREACHED && d != VIRTUAL_ROOT {
+                assert!(position[d as usize] < position[v], "idom {d} after {v}");
+            }
+        }
+    }
+
+    #[test]
+    fn idom_matches_petgraph_on_random_graphs() {
+        let mut rng = Pcg64Mcg::seed_from_u64(0xD0);
+        let mut nontrivial = 0;
+        for _ in 0..4000 {
+            let (n, edges, roots) = random_graph(&mut rng);
+            let (_, tree) = compute(n, &edges, &roots);
+            let expected = petgraph_idom(n, &edges, &roots);
+            assert_eq!(tree.idom, expected, "n={n} edges={edges:?} roots={roots:?}");
+            check_preorder(&tree);
+            nontrivial += tree
+                .idom
+                .iter()
+                .filter(|&&d| d < VIRTUAL_ROOT)
+                .count()
+                .min(1);
+        }
+        assert!(
+            nontrivial > 2000,
+            "too few graphs with real dominators: {nontrivial}"
+        );
+    }
+
+    #[test]
+    fn dominance_and_retained_sizes_match_brute_force() {
+        let mut rng = Pcg64Mcg::seed_from_u64(0xD1);
+        for _ in 0..1500 {
+            let (n, edges, roots) = random_graph(&mut rng);
+            let (succ, tree) = compute(n, &edges, &roots);
+            let shallow = |v: u32| u64::from(v) * 7 + 3;
+            let sizes = tree.retained_sizes(shallow);
+
+            let reached = reachable(&succ, &roots, None);
+            // dominated[v][w]: v dominates w (reflexive), by removing v.
+            let dominated: Vec<Vec<bool>> = (0..n as u32)
+                .map(|v| {
+                    let without = reachable(&succ, &roots, Some(v));
+                    (0..n)
+                        .map(|w| reached[w] && (w == v as usize || !without[w]))
+                        .collect()
+                })
+                .collect();
+            for w in 0..n {
+                if !reached[w] {
+                    assert_eq!(tree.idom[w], UNREACHED);
+                    assert_eq!(sizes[w], 0);
+                    continue;
+                }
+                let expected: u64 = (0..n)
+                    .filter(|&x| dominated[w][x])
+                    .map(|x| shallow(x as u32))
+                    .sum();
+                assert_eq!(sizes[w], expected, "retained size of {w}, edges={edges:?}");
+                // The idom is the strict dominator dominated by all the others: the deepest one.
+                let strict: Vec<usize> = (0..n).filter(|&d| d != w && dominated[d][w]).collect();
+                let idom = strict
+                    .iter()
+                    .copied()
+                    .find(|&d| strict.iter().all(|&e| dominated[e][d]))
+                    .map_or(VIRTUAL_ROOT, |d| d as u32);
+                assert_eq!(
+                    tree.idom[w], idom,
+                    "idom of {w}, edges={edges:?} roots={roots:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ignores_predecessors_from_unreached_nodes() {
+        let mut rng = Pcg64Mcg::seed_from_u64(0xD2);
+        let mut extra_edges = 0;
+        for _ in 0..1000 {
+            let (n, edges, roots) = random_graph(&mut rng);
+            let succ = Csr::from_edges(n, &edges);
+            let reached = reachable(&succ, &roots, None);
+            let mut back: Vec<(u32, u32)> = edges.iter().map(|&(a, b)| (b, a)).collect();
+            for _ in 0..n {
+                let from = rng.random_range(0..n as u32);
+                let to = rng.random_range(0..n as u32);
+                if !reached[from as usize] {
+                    back.push((to, from));
+                    extra_edges += 1;
+                }
+            }
+            let pred = Csr::from_edges(n, &back);
+            let tree = dominators(&succ, &pred, &roots);
+            assert_eq!(tree.idom, petgraph_idom(n, &edges, &roots));
+            check_preorder(&tree);
+        }
+        assert!(extra_edges > 1000);
+    }
+
+    #[test]
+    fn small_examples() {
+        // Diamond under root 0, plus a node 4 only reachable from the second root 5.
+        //   0 -> 1 -> 3, 0 -> 2 -> 3, 5 -> 4 -> 3
+        let edges = [(0, 1), (0, 2), (1, 3), (2, 3), (5, 4), (4, 3)];
+        let (_, tree) = compute(7, &edges, &[5, 0, 5]);
+        assert_eq!(
+            tree.idom,
+            [VIRTUAL_ROOT, 0, 0, VIRTUAL_ROOT, 5, VIRTUAL_ROOT, UNREACHED]
+        );
+        assert_eq!(tree.preorder, [5, 4, 3, 0, 1, 2]);
+        let sizes = tree.retained_sizes(|_| 1);
+        assert_eq!(sizes, [3, 1, 1, 1, 1, 2, 0]);
+
+        // A root reached first through another root still hangs off the virtual root.
+        let (_, tree) = compute(3, &[(0, 1), (1, 2)], &[0, 1]);
+        assert_eq!(tree.idom, [VIRTUAL_ROOT, VIRTUAL_ROOT, 1]);
+
+        let (_, tree) = compute(3, &[(0, 1)], &[]);
+        assert_eq!(tree.idom, [UNREACHED; 3]);
+        assert!(tree.preorder.is_empty());
+
+        let (_, tree) = compute(0, &[], &[]);
+        assert!(tree.idom.is_empty() && tree.preorder.is_empty());
+    }
+
+    /// Runs `f` on a thread with a 64 KiB stack.
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(64 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    const BIG: u32 = 2_000_000;
+
+    #[test]
+    fn chain_of_two_million_on_small_stack() {
+        on_small_stack(|| {
+            let edges: Vec<(u32, u32)> = (1..BIG).map(|i| (i - 1, i)).collect();
+            let (_, tree) = compute(BIG as usize, &edges, &[0]);
+            assert_eq!(tree.idom[0], VIRTUAL_ROOT);
+            assert!((1..BIG).all(|i| tree.idom[i as usize] == i - 1));
+            assert!(tree.preorder.iter().copied().eq(0..BIG));
+            let sizes = tree.retained_sizes(|_| 1);
+            assert!((0..BIG).all(|i| sizes[i as usize] == u64::from(BIG - i)));
+        });
+    }
+
+    #[test]
+    fn cycle_of_two_million_on_small_stack() {
+        on_small_stack(|| {
+            // The ring 0 -> 1 -> ... -> n-1 -> 0 from root 0: idom of i is i - 1.
+            let ring: Vec<(u32, u32)> = (0..BIG).map(|i| (i, (i + 1) % BIG)).collect();
+            let (_, tree) = compute(BIG as usize, &ring, &[0]);
+            assert_eq!(tree.idom[0], VIRTUAL_ROOT);
+            assert!((1..BIG).all(|i| tree.idom[i as usize] == i - 1));
+            let sizes = tree.retained_sizes(|_| 2);
+            assert!((0..BIG).all(|i| sizes[i as usize] == 2 * u64::from(BIG - i)));
+
+            // Doubly linked, every node is reached both ways round from 0: only 0 dominates.
+            let mut edges = ring;
+            edges.extend((0..BIG).map(|i| ((i + 1) % BIG, i)));
+            let (_, tree) = compute(BIG as usize, &edges, &[0]);
+            assert_eq!(tree.idom[0], VIRTUAL_ROOT);
+            assert!((1..BIG).all(|i| tree.idom[i as usize] == 0));
+        });
+    }
+
+    #[test]
+    fn linked_list_held_by_an_array_on_small_stack() {
+        // A linked hash map: root 0 -> list head 1 -> 2 -> ... -> m, root 0 -> array a, and
+        // entry i is held by list node i and by the array. The DFS descends the list first, so
+        // every entry's semidominator is far above its parent (quadratic for a naive NCA walk).
+        on_small_stack(|| {
+            let m = BIG / 2 - 1;
+            let array = 2 * m + 1;
+            let entry = |i: u32| m + i;
+            let mut edges = vec![(0, 1), (0, array)];
+            edges.extend((1..m).map(|i| (i, i + 1)));
+            edges.extend((1..=m).map(|i| (i, entry(i))));
+            edges.extend((1..=m).map(|i| (array, entry(i))));
+            let (_, tree) = compute(array as usize + 1, &edges, &[0]);
+            assert_eq!(tree.idom[0], VIRTUAL_ROOT);
+            assert_eq!(tree.idom[1], 0);
+            assert!((2..=m).all(|i| tree.idom[i as usize] == i - 1));
+            assert!((1..=m).all(|i| tree.idom[entry(i) as usize] == 0));
+            assert_eq!(tree.idom[array as usize], 0);
+            assert_eq!(tree.preorder[..3], [0, 1, 2]);
+        });
+    }
+}

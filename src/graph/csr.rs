@@ -20,7 +20,7 @@ pub struct Csr {
 impl Csr {
     /// Builds from an edge list; each node's neighbors keep the order they have in `edges`.
     pub fn from_edges(node_count: usize, edges: &[(u32, u32)]) -> Csr {
-        Csr::build(node_count, edges.len(), |emit| {
+        Csr::build(node_count, |emit: &mut dyn FnMut(u32, u32)| {
             for &(from, to) in edges {
                 emit(from, to);
             }
@@ -30,8 +30,7 @@ impl Csr {
     /// The graph with every edge turned around. Neighbors of a node come in increasing order.
     pub fn reversed(graph: &impl Adjacency) -> Csr {
         let n = graph.node_count();
-        let edge_count = (0..n as u32).map(|v| graph.neighbors(v).len()).sum();
-        Csr::build(n, edge_count, |emit| {
+        Csr::build(n, |emit: &mut dyn FnMut(u32, u32)| {
             for from in 0..n as u32 {
                 for &to in graph.neighbors(from) {
                     emit(to, from);
@@ -42,12 +41,12 @@ impl Csr {
 
     /// Counting sort by source: `visit` is called twice and must emit the same edges each time,
     /// once to count and once to place them; that keeps peak memory at the size of the result.
-    pub fn build(node_count: usize, edge_count: usize, visit: impl Fn(&mut dyn FnMut(u32, u32))) -> Csr {
-        assert!(edge_count <= u32::MAX as usize, "more than 2^32 - 1 edges");
+    /// At most `u32::MAX` edges: the graph loader checks that before it builds anything.
+    pub fn build(node_count: usize, visit: impl Fn(&mut dyn FnMut(u32, u32))) -> Csr {
         let mut offsets = vec![0u32; node_count + 1];
         visit(&mut |from, _| offsets[from as usize + 1] += 1);
         for i in 1..offsets.len() {
-            offsets[i] += offsets[i - 1];
+            offsets[i] = offsets[i].checked_add(offsets[i - 1]).expect("at most u32::MAX edges");
         }
         let mut next = offsets.clone();
         let mut targets = vec![0u32; offsets[node_count] as usize];

@@ -1,0 +1,103 @@
+//! Which nodes the roots keep alive, classified as valgrind's memcheck does.
+//!
+//! A node is *reachable* when a chain of strong edges (pointers to a block's start) leads to it
+//! from a root that points to a node's start; *possibly lost* when only chains that contain an
+//! interior edge (or start at an interior root) lead to it; *leaked* when no chain of retaining
+//! edges leads to it at all. Weak edges never retain.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Adjacency, Graph, Retaining};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[repr(u8)]
+pub enum Class {
+    Reachable = 0,
+    Possibly = 1,
+    Leaked = 2,
+}
+
+/// The class of every node.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct Reachability {
+    pub class: Vec<Class>,
+}
+
+/// The graph through strong edges only.
+struct StrongEdges<'g>(&'g Graph);
+
+impl Adjacency for StrongEdges<'_> {
+    fn node_count(&self) -> usize {
+        self.0.node_count()
+    }
+
+    fn neighbors(&self, node: u32) -> &[u32] {
+        self.0.strong(node)
+    }
+}
+
+impl Reachability {
+    pub fn of(graph: &Graph) -> Reachability {
+        let mut class = vec![Class::Leaked; graph.node_count()];
+        let start_roots = graph.roots().iter().filter(|r| !r.interior).map(|r| r.node);
+        mark(&StrongEdges(graph), start_roots, &mut class, Class::Reachable);
+        // Interior edges out of reachable nodes lead to possibly lost ones: expand from those too.
+        let reachable: Vec<u32> = (0..graph.node_count() as u32).filter(|&v| class[v as usize] == Class::Reachable).collect();
+        let seeds = reachable.into_iter().chain(graph.root_nodes().iter().copied());
+        mark(&Retaining(graph), seeds, &mut class, Class::Possibly);
+        Reachability { class }
+    }
+
+    pub fn is_leaked(&self, v: u32) -> bool {
+        self.class[v as usize] == Class::Leaked
+    }
+}
+
+/// Gives `to` to every still-leaked node reached from `seeds` (seeds included), depth first with an
+/// explicit stack. Seeds are expanded even when they already have a class.
+fn mark(graph: &impl Adjacency, seeds: impl Iterator<Item = u32>, class: &mut [Class], to: Class) {
+    let mut stack = Vec::new();
+    for seed in seeds {
+        if class[seed as usize] == Class::Leaked {
+            class[seed as usize] = to;
+        }
+        stack.push(seed);
+        while let Some(v) = stack.pop() {
+            for &w in graph.neighbors(v) {
+                if class[w as usize] == Class::Leaked {
+                    class[w as usize] = to;
+                    stack.push(w);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hsnap::{EdgeKind::*, Root, RootKind};
+
+    use super::*;
+
+    fn root(node: u32, interior: bool) -> Root {
+        Root { node, kind: RootKind::Global, interior, name: 0 }
+    }
+
+    #[test]
+    fn classes_follow_memcheck() {
+        // 0 -> 1 strong; 1 -> 2 interior; 2 -> 3 strong (3 is possibly: its chain has an interior
+        // link); 0 -> 4 weak (4 leaked); 5 <-> 6 leaked cycle; interior root at 7.
+        let edges = [(0, 1, Strong), (1, 2, Interior), (2, 3, Strong), (0, 4, Weak), (5, 6, Strong), (6, 5, Strong)];
+        let g = Graph::from_edges(8, &edges, vec![root(0, false), root(7, true)]);
+        let r = Reachability::of(&g);
+        use Class::*;
+        assert_eq!(r.class, vec![Reachable, Reachable, Possibly, Possibly, Leaked, Leaked, Leaked, Possibly]);
+    }
+
+    #[test]
+    fn a_start_pointer_chain_wins_over_an_interior_one() {
+        let edges = [(0, 1, Interior), (0, 2, Strong), (2, 1, Strong)];
+        let g = Graph::from_edges(3, &edges, vec![root(0, false)]);
+        assert_eq!(Reachability::of(&g).class, vec![Class::Reachable; 3]);
+    }
+}

@@ -1,0 +1,144 @@
+//! A snapshot file opened for analysis: the mapped bytes, the parsed tables, the graph, and the
+//! names of things for reports.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use hsnap::{EdgeKind, Frame, Label, Snapshot};
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+use crate::graph::Graph;
+use crate::progress::Progress;
+
+/// The bytes of a snapshot file, mapped read-only.
+pub struct SnapshotFile {
+    path: PathBuf,
+    map: Option<Mmap>,
+}
+
+impl SnapshotFile {
+    pub fn open(path: &Path) -> Result<SnapshotFile> {
+        let file = File::open(path).map_err(Error::io(path))?;
+        let len = file.metadata().map_err(Error::io(path))?.len();
+        let map = if len == 0 {
+            None // mmap refuses empty files; an empty file is reported by the parser as truncated.
+        } else {
+            // SAFETY: the map is read-only and private to this process. If another process truncates
+            // the file while we read it, access faults (SIGBUS); we accept that, as every tool that
+            // maps its input does, for not copying gigabytes.
+            Some(unsafe { Mmap::map(&file) }.map_err(Error::io(path))?)
+        };
+        Ok(SnapshotFile { path: path.to_path_buf(), map })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+/// A loaded snapshot: its tables, its graph, and where it came from.
+pub struct Heap<'a> {
+    pub path: PathBuf,
+    pub snap: Snapshot<'a>,
+    pub graph: Graph,
+}
+
+impl<'a> Heap<'a> {
+    pub fn load(file: &'a SnapshotFile, progress: &Progress) -> Result<Heap<'a>> {
+        let format_error = |source| Error::Format { path: file.path().to_path_buf(), source };
+        let snap = Snapshot::parse(file.bytes()).map_err(format_error)?;
+        let graph = Graph::load(&snap, progress).map_err(format_error)?;
+        Ok(Heap { path: file.path().to_path_buf(), snap, graph })
+    }
+
+    pub fn type_name(&self, node: u32) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.snap.type_name(self.graph.type_id[node as usize]))
+    }
+
+    pub fn string(&self, id: u32) -> Cow<'a, str> {
+        String::from_utf8_lossy(self.snap.string(id))
+    }
+
+    /// One frame as people read it: `function (file:line)`, `module+0xoffset` or `0xaddress`.
+    pub fn frame_name(&self, frame: u32) -> String {
+        match self.snap.frame(frame) {
+            Some(Frame::Symbol { function, file, line, .. }) => {
+                let function = if function == 0 { "??".into() } else { self.string(function) };
+                match (file, line) {
+                    (0, _) => function.into_owned(),
+                    (file, 0) => format!("{function} ({})", self.string(file)),
+                    (file, line) => format!("{function} ({}:{line})", self.string(file)),
+                }
+            }
+            Some(Frame::InModule { module, offset }) => {
+                let path = self.snap.modules().get(module as usize).map(|m| self.string(m.path));
+                let path = path.unwrap_or_default();
+                let base = path.rsplit('/').next().unwrap_or_default();
+                format!("{base}+{offset:#x}")
+            }
+            Some(Frame::Absolute(address)) => format!("{address:#x}"),
+            None => "??".to_string(),
+        }
+    }
+
+    /// An allocation site: the innermost frame of a stack.
+    pub fn site_name(&self, stack: u32) -> String {
+        match self.snap.stack_frames(stack).next() {
+            Some(frame) => self.frame_name(frame),
+            None => "(no stack)".to_string(),
+        }
+    }
+
+    /// Every frame of a stack, innermost first.
+    pub fn stack_names(&self, stack: u32) -> Vec<String> {
+        self.snap.stack_frames(stack).map(|f| self.frame_name(f)).collect()
+    }
+
+    pub fn label_name(&self, label: Label) -> Option<String> {
+        match label {
+            Label::None => None,
+            Label::Name(s) => Some(self.string(s).into_owned()),
+            Label::Index(i) => Some(format!("[{i}]")),
+            Label::Offset(o) => Some(format!("+{o:#x}")),
+        }
+    }
+
+    /// Labels of the edges leaving `sources`, by `(from, to, kind)`, the first of parallel edges.
+    /// The graph keeps no labels (they would cost 4 to 8 bytes an edge); the few that reports
+    /// show are found again by one pass over the edge records.
+    pub fn labels(&self, sources: &[u32]) -> HashMap<(u32, u32, EdgeKind), Label> {
+        let mut wanted: Vec<u32> = sources.to_vec();
+        wanted.sort_unstable();
+        let mut labels = HashMap::new();
+        for (from, edge) in self.snap.edges().map_while(|e| e.ok()) {
+            if wanted.binary_search(&from).is_ok() {
+                labels.entry((from, edge.to, edge.kind)).or_insert(edge.label);
+            }
+        }
+        labels
+    }
+
+    /// Finds a node by identity (decimal) or by address (`0x…`, the block that contains it).
+    pub fn find_node(&self, spec: &str) -> Result<u32> {
+        let g = &self.graph;
+        let not_found = || Error::Usage(format!("{}: no node {spec}", self.path.display()));
+        if let Some(hex) = spec.strip_prefix("0x").or_else(|| spec.strip_prefix("0X")) {
+            let address = u64::from_str_radix(hex, 16).map_err(|_| Error::Usage(format!("bad address {spec}")))?;
+            let inside = |v: usize| g.address[v] <= address && address < g.address[v].saturating_add(g.size[v].max(1));
+            return (0..g.node_count()).find(|&v| g.address[v] == address).or_else(|| (0..g.node_count()).find(|&v| inside(v)))
+                .map(|v| v as u32)
+                .ok_or_else(not_found);
+        }
+        let identity: u64 = spec.parse().map_err(|_| {
+            Error::Usage(format!("NODE must be an identity (decimal) or an address (0x…), not {spec:?}"))
+        })?;
+        g.identity.iter().position(|&i| i == identity).map(|v| v as u32).ok_or_else(not_found)
+    }
+}

@@ -1,0 +1,230 @@
+//! `heapsnap leaks`: leak groups, largest first, with memcheck's totals.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::{Amount, Report, md, md_table, omitted, size, table};
+use crate::analysis::Analysis;
+use crate::analysis::leaks::LeakGroup;
+use crate::analysis::reach::Class;
+use crate::heap::Heap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LeakReport {
+    pub snapshot: String,
+    /// Every node.
+    pub totals: Amount,
+    /// Still reachable: a chain of start pointers from a root leads to it.
+    pub reachable: Amount,
+    /// Directly and indirectly lost together.
+    pub leaked: Amount,
+    /// The leaders of the groups: memcheck's "definitely lost".
+    pub direct: Amount,
+    /// Lost through a leader: memcheck's "indirectly lost".
+    pub indirect: Amount,
+    /// Reached only through interior pointers: memcheck's "possibly lost".
+    pub possibly: Amount,
+    pub groups: Vec<GroupRow>,
+    /// Groups left out by the limit.
+    pub omitted_groups: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRow {
+    /// Identity of the directly lost node.
+    pub leader: u64,
+    pub leader_type: String,
+    pub leader_address: u64,
+    pub objects: u64,
+    pub bytes: u64,
+    pub cycle: bool,
+    /// Members by type, most bytes first.
+    pub types: Vec<TypeRow>,
+    /// The leader's allocation site: the innermost frame of its stack.
+    pub site: String,
+    /// The leader's allocation stack, innermost frame first.
+    pub stack: Vec<String>,
+    /// Identities of every member, leader first; only when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub members: Option<Vec<u64>>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeRow {
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// What to put in a leak report.
+#[derive(Debug, Clone, Copy)]
+pub struct LeakOptions {
+    /// Groups to list at most.
+    pub limit: usize,
+    /// List every member's identity.
+    pub members: bool,
+}
+
+impl LeakReport {
+    pub fn build(heap: &Heap<'_>, analysis: &Analysis, options: LeakOptions) -> LeakReport {
+        let g = &heap.graph;
+        let mut report = LeakReport {
+            snapshot: heap.path.display().to_string(),
+            totals: Amount::default(),
+            reachable: Amount::default(),
+            leaked: Amount::default(),
+            direct: Amount::default(),
+            indirect: Amount::default(),
+            possibly: Amount::default(),
+            groups: Vec::new(),
+            omitted_groups: analysis.leaks.groups.len().saturating_sub(options.limit),
+        };
+        for (v, class) in analysis.reach.class.iter().enumerate() {
+            let bytes = g.size[v];
+            report.totals.add(bytes);
+            match class {
+                Class::Reachable => report.reachable.add(bytes),
+                Class::Possibly => report.possibly.add(bytes),
+                Class::Leaked => report.leaked.add(bytes),
+            }
+        }
+        for group in &analysis.leaks.groups {
+            report.direct.add(g.size[group.leader as usize]);
+        }
+        report.indirect = Amount {
+            objects: report.leaked.objects - report.direct.objects,
+            bytes: report.leaked.bytes - report.direct.bytes,
+        };
+        report.groups = analysis.leaks.groups.iter().take(options.limit).map(|group| row(heap, group, options)).collect();
+        report
+    }
+
+    /// Whether anything leaked: what `--fail` gates on.
+    pub fn any(&self) -> bool {
+        self.leaked.objects > 0
+    }
+
+    fn verdict(&self) -> String {
+        if !self.any() && self.possibly.objects == 0 {
+            return "no leaks".to_string();
+        }
+        let groups = self.groups.len() + self.omitted_groups;
+        let cycles = self.groups.iter().filter(|g| g.cycle).count();
+        let mut line = format!(
+            "{} leaked in {groups} group{}",
+            self.leaked.describe(),
+            if groups == 1 { "" } else { "s" }
+        );
+        if cycles > 0 {
+            write!(line, " ({cycles} with cycles)").unwrap();
+        }
+        if self.possibly.objects > 0 {
+            write!(line, "; {} possibly lost", self.possibly.describe()).unwrap();
+        }
+        line
+    }
+
+    fn summary_rows(&self) -> Vec<Vec<String>> {
+        [
+            ("definitely lost", self.direct),
+            ("indirectly lost", self.indirect),
+            ("possibly lost", self.possibly),
+            ("still reachable", self.reachable),
+            ("total", self.totals),
+        ]
+        .iter()
+        .map(|(what, a)| vec![what.to_string(), size(a.bytes), a.objects.to_string()])
+        .collect()
+    }
+
+    fn group_rows(&self) -> Vec<Vec<String>> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                vec![
+                    (i + 1).to_string(),
+                    size(g.bytes),
+                    g.objects.to_string(),
+                    if g.cycle { "yes" } else { "" }.to_string(),
+                    format!("{} #{}", g.leader_type, g.leader),
+                    types_line(&g.types),
+                    g.site.clone(),
+                ]
+            })
+            .collect()
+    }
+}
+
+const GROUP_HEADER: [&str; 7] = ["#", "bytes", "objects", "cycle", "leader", "types", "site"];
+const GROUP_RIGHT: [bool; 7] = [true, true, true, false, false, false, false];
+
+fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
+    let g = &heap.graph;
+    let mut by_type: HashMap<u32, Amount> = HashMap::new();
+    for &v in &group.members {
+        by_type.entry(g.type_id[v as usize]).or_default().add(g.size[v as usize]);
+    }
+    let mut types: Vec<(u32, Amount)> = by_type.into_iter().collect();
+    types.sort_by_key(|&(t, a)| (std::cmp::Reverse(a.bytes), std::cmp::Reverse(a.objects), t));
+    let leader = group.leader as usize;
+    GroupRow {
+        leader: g.identity[leader],
+        leader_type: heap.type_name(group.leader).into_owned(),
+        leader_address: g.address[leader],
+        objects: group.members.len() as u64,
+        bytes: group.bytes,
+        cycle: group.cycle,
+        types: types
+            .into_iter()
+            .map(|(t, a)| TypeRow {
+                type_name: String::from_utf8_lossy(heap.snap.type_name(t)).into_owned(),
+                objects: a.objects,
+                bytes: a.bytes,
+            })
+            .collect(),
+        site: heap.site_name(g.stack[leader]),
+        stack: heap.stack_names(g.stack[leader]),
+        members: options.members.then(|| group.members.iter().map(|&v| g.identity[v as usize]).collect()),
+    }
+}
+
+/// "node ×3, str ×2, … (+4 types)"
+fn types_line(types: &[TypeRow]) -> String {
+    let mut line: Vec<String> = types.iter().take(3).map(|t| format!("{} ×{}", t.type_name, t.objects)).collect();
+    if types.len() > 3 {
+        line.push(format!("(+{} types)", types.len() - 3));
+    }
+    line.join(", ")
+}
+
+impl Report for LeakReport {
+    fn text(&self) -> String {
+        let mut out = format!("{}: {}\n\n", super::plain(&self.snapshot), self.verdict());
+        out += &table(&["", "bytes", "objects"], &[false, true, true], &self.summary_rows());
+        if !self.groups.is_empty() {
+            out += "\nleak groups, largest first:\n";
+            out += &table(&GROUP_HEADER, &GROUP_RIGHT, &self.group_rows());
+            out += &omitted(self.omitted_groups, "groups");
+        }
+        out
+    }
+
+    fn markdown(&self) -> String {
+        let mut out = format!("**{}**: {}\n\n", md(&self.snapshot), md(&self.verdict()));
+        out += &md_table(&["", "bytes", "objects"], &[false, true, true], &self.summary_rows());
+        if !self.groups.is_empty() {
+            out += "\n### Leak groups\n\n";
+            out += &md_table(&GROUP_HEADER, &GROUP_RIGHT, &self.group_rows());
+            out += &omitted(self.omitted_groups, "groups");
+            for (i, g) in self.groups.iter().enumerate().filter(|(_, g)| !g.stack.is_empty()) {
+                let frames: Vec<String> = g.stack.iter().map(|f| format!("  - {}", md(f))).collect();
+                write!(out, "\n<details><summary>group {} allocation stack</summary>\n\n{}\n\n</details>\n", i + 1, frames.join("\n")).unwrap();
+            }
+        }
+        out
+    }
+}
