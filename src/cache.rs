@@ -76,7 +76,12 @@ pub const MIN_NODES: usize = 1_000_000;
 
 /// The analysis of `heap`: from the cache when `use_cache` and a valid one exists, else computed
 /// (and then cached when the snapshot has at least `min_nodes` nodes).
-pub fn analyze(heap: &crate::heap::Heap<'_>, progress: &crate::progress::Progress, use_cache: bool, min_nodes: usize) -> Analysis {
+pub fn analyze(
+    heap: &crate::heap::Heap<'_>,
+    progress: &crate::progress::Progress,
+    use_cache: bool,
+    min_nodes: usize,
+) -> Analysis {
     let checksum = heap.snap.checksum();
     let use_cache = use_cache && heap.graph.node_count() >= min_nodes;
     if use_cache {

@@ -25,9 +25,9 @@ pub struct Graph {
     pub type_id: Vec<u32>,
     pub stack: Vec<u32>,
     pub flags: Vec<u32>,
-    offsets: Vec<u32>,
+    /// Where each node's edges are in `targets`, one more than there are nodes.
+    spans: Vec<Span>,
     targets: Vec<u32>,
-    kinds: Vec<EdgeKind>,
     /// Retaining edges turned around: who keeps each node alive.
     retainers: Csr,
     roots: Vec<Root>,
@@ -35,28 +35,111 @@ pub struct Graph {
     root_nodes: Vec<u32>,
 }
 
-/// Rank of an edge kind in a node's edge list.
-fn rank(kind: EdgeKind) -> u8 {
-    match kind {
-        EdgeKind::Strong => 0,
-        EdgeKind::Interior => 1,
-        EdgeKind::Weak => 2,
+/// A node's edges are `targets[start..next.start]`: strong ones up to `strong_end`, interior ones
+/// up to `retaining_end`, weak ones after. Kinds are known from positions, so none are stored,
+/// and every view is a slice found without a search.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    start: u32,
+    strong_end: u32,
+    retaining_end: u32,
+}
+
+/// Two passes over the edge records, counting then placing: the CSR arrays are the only
+/// allocation, never a temporary edge list.
+fn load_edges(
+    snap: &Snapshot<'_>,
+    node_count: usize,
+    progress: &Progress,
+) -> Result<(Vec<Span>, Vec<u32>), FormatError> {
+    let total = snap.counts().edges;
+    if total > u32::MAX as u64 {
+        return Err(FormatError::new(0, format!("{total} edges: more than this reader supports")));
     }
+    let bar = progress.bar("edges", total * 2);
+    let laid_out = lay_out(node_count, |emit| {
+        for (i, edge) in snap.edges().enumerate() {
+            let (from, edge) = edge?;
+            emit(from, edge.to, edge.kind);
+            if i % 65536 == 0 {
+                bar.inc(65536);
+            }
+        }
+        Ok(())
+    });
+    bar.finish_and_clear();
+    laid_out
+}
+
+/// Lays edges out by source and kind with one counting sort. `visit` is called twice and must
+/// emit the same edges each time: once to count them, once to place them.
+fn lay_out<E>(
+    node_count: usize,
+    visit: impl Fn(&mut dyn FnMut(u32, u32, EdgeKind)) -> Result<(), E>,
+) -> Result<(Vec<Span>, Vec<u32>), E> {
+    // First the spans hold counts per kind, then cursors per kind: each cursor starts at its
+    // section and ends at the next one, so after placing, `start` has become the strong end,
+    // `strong_end` the retaining end, and `retaining_end` the node's end, the next node's start.
+    let mut spans = vec![Span::default(); node_count + 1];
+    visit(&mut |from, _, kind| {
+        let span = &mut spans[from as usize];
+        match kind {
+            EdgeKind::Strong => span.start += 1,
+            EdgeKind::Interior => span.strong_end += 1,
+            EdgeKind::Weak => span.retaining_end += 1,
+        }
+    })?;
+    let mut next = 0u32;
+    for span in &mut spans {
+        let (strong, interior, weak) = (span.start, span.strong_end, span.retaining_end);
+        let start = next;
+        next = next.checked_add(strong + interior + weak).expect("at most u32::MAX edges");
+        *span = Span { start, strong_end: start + strong, retaining_end: start + strong + interior };
+    }
+    let mut targets = vec![0u32; next as usize];
+    visit(&mut |from, to, kind| {
+        let span = &mut spans[from as usize];
+        let cursor = match kind {
+            EdgeKind::Strong => &mut span.start,
+            EdgeKind::Interior => &mut span.strong_end,
+            EdgeKind::Weak => &mut span.retaining_end,
+        };
+        targets[*cursor as usize] = to;
+        *cursor += 1;
+    })?;
+    let mut end = 0;
+    for span in &mut spans {
+        let node_end = span.retaining_end;
+        *span = Span { start: end, strong_end: span.start, retaining_end: span.strong_end };
+        end = node_end;
+    }
+    Ok((spans, targets))
 }
 
 impl Graph {
     /// Decodes every node and edge of `snap`, checking them as it goes.
+    ///
+    /// Nodes and edges are decoded on two threads. The edges are laid out for the node count the
+    /// file declares; the node decoder fails unless it finds exactly that many.
     pub fn load(snap: &Snapshot<'_>, progress: &Progress) -> Result<Graph, FormatError> {
         let mut graph = Graph::default();
-        graph.load_nodes(snap, progress)?;
-        graph.load_edges(snap, progress)?;
+        let declared = snap.counts().nodes as usize;
+        let edges = std::thread::scope(|scope| {
+            let edges = scope.spawn(|| load_edges(snap, declared, progress));
+            graph.load_nodes(snap, progress)?;
+            edges.join().expect("the edge decoder does not panic")
+        });
+        let (spans, targets) = edges?;
+        graph.spans = spans;
+        graph.targets = targets;
+        graph.retainers = Csr::reversed(&Retaining(&graph));
         graph.set_roots(snap.roots().to_vec());
         Ok(graph)
     }
 
     fn load_nodes(&mut self, snap: &Snapshot<'_>, progress: &Progress) -> Result<(), FormatError> {
-        // Bounded by the bytes present, not by the count the file claims: a node takes 6 bytes at least.
-        let capacity = (snap.counts().nodes as usize).min(snap.node_bytes() / 6);
+        // The parser has checked the count against the bytes present.
+        let capacity = snap.counts().nodes as usize;
         self.identity.reserve_exact(capacity);
         self.address.reserve_exact(capacity);
         self.size.reserve_exact(capacity);
@@ -80,52 +163,6 @@ impl Graph {
         Ok(())
     }
 
-    /// Two passes over the edge records, counting then placing: the CSR arrays are the only
-    /// allocation, never a temporary edge list.
-    fn load_edges(&mut self, snap: &Snapshot<'_>, progress: &Progress) -> Result<(), FormatError> {
-        let n = self.identity.len();
-        if snap.counts().edges > u32::MAX as u64 {
-            return Err(FormatError::new(0, format!("{} edges: more than this reader supports", snap.counts().edges)));
-        }
-        let bar = progress.bar("edges", snap.counts().edges * 2);
-        let mut offsets = vec![0u32; n + 1];
-        for (i, edge) in snap.edges().enumerate() {
-            let (from, _) = edge?;
-            offsets[from as usize + 1] += 1;
-            if i % 65536 == 0 {
-                bar.set_position(i as u64);
-            }
-        }
-        for i in 1..offsets.len() {
-            offsets[i] += offsets[i - 1];
-        }
-        let m = offsets[n] as usize;
-        let mut next = offsets[..n].to_vec();
-        let mut targets = vec![0u32; m];
-        let mut kinds = vec![EdgeKind::Strong; m];
-        for (i, edge) in snap.edges().enumerate() {
-            let (from, edge) = edge?;
-            let slot = &mut next[from as usize];
-            targets[*slot as usize] = edge.to;
-            kinds[*slot as usize] = edge.kind;
-            *slot += 1;
-            if i % 65536 == 0 {
-                bar.set_position((m + i) as u64);
-            }
-        }
-        drop(next);
-        for v in 0..n {
-            let range = offsets[v] as usize..offsets[v + 1] as usize;
-            sort_by_kind(&mut targets[range.clone()], &mut kinds[range]);
-        }
-        bar.finish_and_clear();
-        self.offsets = offsets;
-        self.targets = targets;
-        self.kinds = kinds;
-        self.retainers = Csr::reversed(&Retaining(self));
-        Ok(())
-    }
-
     fn set_roots(&mut self, roots: Vec<Root>) {
         let mut root_nodes: Vec<u32> = roots.iter().map(|r| r.node).collect();
         root_nodes.sort_unstable();
@@ -134,17 +171,15 @@ impl Graph {
         self.root_nodes = root_nodes;
     }
 
-    /// A graph from plain lists, for tests and synthetic heaps: every node of size 1, type 0.
+    /// A graph from plain lists, for tests: node `i` has identity `i + 1`, size 1, type 0.
     pub fn from_edges(node_count: usize, edges: &[(u32, u32, EdgeKind)], roots: Vec<Root>) -> Graph {
-        let mut sorted = edges.to_vec();
-        sorted.sort_by_key(|&(from, _, kind)| (from, rank(kind)));
-        let mut offsets = vec![0u32; node_count + 1];
-        for &(from, _, _) in &sorted {
-            offsets[from as usize + 1] += 1;
-        }
-        for i in 1..offsets.len() {
-            offsets[i] += offsets[i - 1];
-        }
+        let (spans, targets) = lay_out::<()>(node_count, |emit| {
+            for &(from, to, kind) in edges {
+                emit(from, to, kind);
+            }
+            Ok(())
+        })
+        .expect("infallible");
         let mut graph = Graph {
             identity: (1..=node_count as u64).collect(),
             address: (0..node_count as u64).map(|i| 0x1000 + 16 * i).collect(),
@@ -152,9 +187,8 @@ impl Graph {
             type_id: vec![0; node_count],
             stack: vec![0; node_count],
             flags: vec![0; node_count],
-            offsets,
-            targets: sorted.iter().map(|e| e.1).collect(),
-            kinds: sorted.iter().map(|e| e.2).collect(),
+            spans,
+            targets,
             ..Graph::default()
         };
         graph.retainers = Csr::reversed(&Retaining(&graph));
@@ -170,22 +204,37 @@ impl Graph {
         self.targets.len()
     }
 
-    /// Every out-edge of `v`: targets and kinds, strong first, then interior, then weak.
-    pub fn edges(&self, v: u32) -> (&[u32], &[EdgeKind]) {
-        let range = self.offsets[v as usize] as usize..self.offsets[v as usize + 1] as usize;
-        (&self.targets[range.clone()], &self.kinds[range])
+    fn span(&self, v: u32) -> (Span, u32) {
+        (self.spans[v as usize], self.spans[v as usize + 1].start)
     }
 
-    /// Targets of `v`'s edges that are strong (pointers to a block's start).
+    /// Every out-edge of `v` with its kind: strong first, then interior, then weak.
+    pub fn edges(&self, v: u32) -> impl Iterator<Item = (u32, EdgeKind)> + '_ {
+        let (span, end) = self.span(v);
+        let kind = move |slot: u32| match slot {
+            s if s < span.strong_end => EdgeKind::Strong,
+            s if s < span.retaining_end => EdgeKind::Interior,
+            _ => EdgeKind::Weak,
+        };
+        (span.start..end).map(move |slot| (self.targets[slot as usize], kind(slot)))
+    }
+
+    /// Targets of `v`'s strong edges (pointers to a block's start).
     pub fn strong(&self, v: u32) -> &[u32] {
-        let (targets, kinds) = self.edges(v);
-        &targets[..kinds.partition_point(|&k| k == EdgeKind::Strong)]
+        let span = self.spans[v as usize];
+        &self.targets[span.start as usize..span.strong_end as usize]
+    }
+
+    /// Targets of `v`'s interior edges (pointers into the middle of a block).
+    pub fn interior(&self, v: u32) -> &[u32] {
+        let span = self.spans[v as usize];
+        &self.targets[span.strong_end as usize..span.retaining_end as usize]
     }
 
     /// Targets of `v`'s edges that keep their target alive: strong and interior.
     pub fn retaining(&self, v: u32) -> &[u32] {
-        let (targets, kinds) = self.edges(v);
-        &targets[..kinds.partition_point(|&k| k != EdgeKind::Weak)]
+        let span = self.spans[v as usize];
+        &self.targets[span.start as usize..span.retaining_end as usize]
     }
 
     /// Nodes with a retaining edge to `v`, in increasing order, with repeats for parallel edges.
@@ -195,8 +244,7 @@ impl Graph {
 
     /// The kind of the first retaining edge from `from` to `to`, if there is one.
     pub fn retaining_kind(&self, from: u32, to: u32) -> Option<EdgeKind> {
-        let (targets, kinds) = self.edges(from);
-        targets.iter().zip(kinds).find(|&(&t, &k)| t == to && k != EdgeKind::Weak).map(|(_, &k)| k)
+        self.edges(from).find(|&(t, k)| t == to && k != EdgeKind::Weak).map(|(_, k)| k)
     }
 
     pub fn roots(&self) -> &[Root] {
@@ -212,21 +260,8 @@ impl Graph {
     pub fn heap_bytes(&self) -> usize {
         self.identity.capacity() * 8 * 3
             + self.type_id.capacity() * 4 * 3
-            + self.offsets.capacity() * 4
-            + self.targets.capacity() * 5
+            + self.spans.capacity() * std::mem::size_of::<Span>()
+            + self.targets.capacity() * 4
             + self.retainers.heap_bytes()
-    }
-}
-
-/// Orders one node's edges strong, interior, weak, keeping file order within a kind.
-fn sort_by_kind(targets: &mut [u32], kinds: &mut [EdgeKind]) {
-    if kinds.windows(2).all(|w| rank(w[0]) <= rank(w[1])) {
-        return;
-    }
-    let mut pairs: Vec<(u32, EdgeKind)> = targets.iter().copied().zip(kinds.iter().copied()).collect();
-    pairs.sort_by_key(|&(_, k)| rank(k));
-    for (i, (t, k)) in pairs.into_iter().enumerate() {
-        targets[i] = t;
-        kinds[i] = k;
     }
 }

@@ -132,7 +132,9 @@ impl<'a> Heap<'a> {
         if let Some(hex) = spec.strip_prefix("0x").or_else(|| spec.strip_prefix("0X")) {
             let address = u64::from_str_radix(hex, 16).map_err(|_| Error::Usage(format!("bad address {spec}")))?;
             let inside = |v: usize| g.address[v] <= address && address < g.address[v].saturating_add(g.size[v].max(1));
-            return (0..g.node_count()).find(|&v| g.address[v] == address).or_else(|| (0..g.node_count()).find(|&v| inside(v)))
+            return (0..g.node_count())
+                .find(|&v| g.address[v] == address)
+                .or_else(|| (0..g.node_count()).find(|&v| inside(v)))
                 .map(|v| v as u32)
                 .ok_or_else(not_found);
         }

@@ -104,6 +104,9 @@ enum Command {
         edges_per_node: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Share of extra edges that point anywhere in the heap (the rest stay near or go to shared hubs).
+        #[arg(long, default_value_t = 0.05)]
+        far_edges: f64,
         /// Also write the planted verdict, as JSON, to this file.
         #[arg(long)]
         truth: Option<PathBuf>,
@@ -116,6 +119,9 @@ enum Command {
         /// Where to write the snapshots.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+        /// Share of extra edges that point anywhere in the heap: the harder the caches work.
+        #[arg(long, default_value_t = 0.05)]
+        far_edges: f64,
         /// Also time petgraph's kosaraju_scc and simple_fast on the same graph.
         #[arg(long)]
         petgraph: bool,
@@ -179,8 +185,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(ok)
             })
         }
-        Command::Synth { output, nodes, edges_per_node, seed, truth } => {
-            let options = SynthOptions { nodes: *nodes, edges_per_node: *edges_per_node, seed: *seed, ..SynthOptions::default() };
+        Command::Synth { output, nodes, edges_per_node, seed, far_edges, truth } => {
+            let options = SynthOptions {
+                nodes: *nodes,
+                edges_per_node: *edges_per_node,
+                seed: *seed,
+                far_fraction: *far_edges,
+                ..SynthOptions::default()
+            };
             let planted = synth::write(output, options)?;
             if let Some(truth) = truth {
                 let json = serde_json::to_string_pretty(&planted).expect("serializable") + "\n";
@@ -188,14 +200,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ok)
         }
-        Command::Bench { nodes, dir, petgraph, keep, one } => {
+        Command::Bench { nodes, dir, far_edges, petgraph, keep, one } => {
             if let Some(path) = one {
                 let m = bench::measure(path, *petgraph)?;
                 print(&(serde_json::to_string(&m).expect("serializable") + "\n"))?;
                 return Ok(ok);
             }
             let exe = std::env::current_exe().map_err(Error::io("heapsnap"))?;
-            let results = bench::run(&exe, nodes, dir, *petgraph, *keep)?;
+            let options = SynthOptions { far_fraction: *far_edges, ..SynthOptions::default() };
+            let results = bench::run(&exe, nodes, options, dir, *petgraph, *keep)?;
             print(&bench::table(&results))?;
             Ok(ok)
         }

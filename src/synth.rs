@@ -5,9 +5,10 @@
 //!
 //! - *reachable*: node 0 (`globals`, a root) and segments shaped as linked lists, doubly linked
 //!   lists, binary trees and hash tables. Every segment head is held by a root or by a node of an
-//!   earlier segment, so everything here is reachable through strong edges. Extra edges (mostly
-//!   to nearby nodes, some anywhere) bring the average out-degree to the one asked for; a few are
-//!   weak and point anywhere, even at leaked nodes, which they must not keep alive.
+//!   earlier segment, so everything here is reachable through strong edges. Extra edges bring the
+//!   average out-degree to the one asked for: most point at nodes allocated nearby, some at a
+//!   thousand shared hubs, and a share (`far_fraction`) anywhere at all. A few are weak and point
+//!   anywhere, even at leaked nodes, which they must not keep alive.
 //! - *leaked*: planted groups, each a contiguous range: a list, a ring, a doubly linked ring, a
 //!   tree, a cycle hanging off a leaked block, and two leaders sharing one tail. Leaked nodes
 //!   also point at reachable ones, which changes nothing.
@@ -40,7 +41,14 @@ pub struct SynthOptions {
     pub leak_shapes: u32,
     /// Share of nodes that are possibly lost.
     pub possibly_fraction: f64,
+    /// Share of extra edges that point at a node chosen uniformly from the whole heap; the rest
+    /// point at a neighbour in allocation order (4 in 5) or at one of [`HUBS`] shared objects.
+    pub far_fraction: f64,
 }
+
+/// Objects many others point at, as heaps have them: type descriptors, prototypes, interned
+/// strings, a logger.
+pub const HUBS: u32 = 1024;
 
 impl Default for SynthOptions {
     fn default() -> SynthOptions {
@@ -51,6 +59,7 @@ impl Default for SynthOptions {
             leaked_fraction: 0.01,
             leak_shapes: 12,
             possibly_fraction: 0.001,
+            far_fraction: 0.05,
         }
     }
 }
@@ -93,7 +102,8 @@ enum Shape {
 }
 
 impl Shape {
-    const LEAKED: [Shape; 6] = [Shape::List, Shape::Ring, Shape::DoublyLinkedRing, Shape::Tree, Shape::Hanging, Shape::Shared];
+    const LEAKED: [Shape; 6] =
+        [Shape::List, Shape::Ring, Shape::DoublyLinkedRing, Shape::Tree, Shape::Hanging, Shape::Shared];
 
     fn name(self) -> &'static str {
         match self {
@@ -126,7 +136,8 @@ struct Segment {
     stack: u32,
 }
 
-const TYPES: [&str; 9] = ["globals", "list_node", "dlist_node", "tree_node", "hash_table", "entry", "ring_node", "buffer", "session"];
+const TYPES: [&str; 9] =
+    ["globals", "list_node", "dlist_node", "tree_node", "hash_table", "entry", "ring_node", "buffer", "session"];
 const T_GLOBALS: u32 = 0;
 const T_BUFFER: u32 = 7;
 const T_SESSION: u32 = 8;
@@ -203,14 +214,19 @@ impl Plan {
             };
             let len = if shape == Shape::Table { len.min(4096) } else { len };
             let holder = if rng.random_bool(0.3) || at < 64 {
-                let kind = [RootKind::Global, RootKind::Stack, RootKind::Register, RootKind::ThreadLocal][rng.random_range(0..4)];
+                let kind = [RootKind::Global, RootKind::Stack, RootKind::Register, RootKind::ThreadLocal]
+                    [rng.random_range(0..4)];
                 self.roots.push(Root { node: at, kind, interior: false, name: 0 });
                 None
             } else {
                 Some(rng.random_range(0..at))
             };
             if let Some(h) = holder {
-                self.holders.entry(h).or_default().push(Edge { to: at, kind: EdgeKind::Strong, label: Label::Offset(8) });
+                self.holders.entry(h).or_default().push(Edge {
+                    to: at,
+                    kind: EdgeKind::Strong,
+                    label: Label::Offset(8),
+                });
             }
             self.reachable.push(Segment { start: at, len, shape, stack });
             at += len;
@@ -303,7 +319,9 @@ impl Plan {
                 out.extend((k + 1 < len).then_some((k + 1, next)));
                 out.extend((k > 0).then(|| (k - 1, Label::Name(STR_PREV))));
             }
-            Shape::Tree => out.extend([2 * k + 1, 2 * k + 2].into_iter().filter(|&c| c < len).map(|c| (c, Label::Name(STR_CHILD)))),
+            Shape::Tree => {
+                out.extend([2 * k + 1, 2 * k + 2].into_iter().filter(|&c| c < len).map(|c| (c, Label::Name(STR_CHILD))))
+            }
             Shape::Table => {
                 if k == 0 {
                     out.extend((1..len).map(|i| (i, Label::Index(i as u64 - 1))));
@@ -333,11 +351,15 @@ impl Plan {
         let target = e.floor() as usize + usize::from(rng.random_bool(e.fract()));
         let reachable = self.reachable_end;
         for slot in out.len()..target {
-            let to = if rng.random_bool(0.8) {
+            let far = self.options.far_fraction.clamp(0.0, 1.0);
+            let pick = rng.random::<f64>();
+            let to = if pick < far {
+                rng.random_range(0..self.options.nodes)
+            } else if pick < far + (1.0 - far) * 0.2 {
+                rng.random_range(0..HUBS) * (reachable / HUBS).max(1)
+            } else {
                 let near = rng.random_range(1..256);
                 if rng.random_bool(0.5) { v.saturating_sub(near) } else { v.saturating_add(near) }
-            } else {
-                rng.random_range(0..self.options.nodes)
             };
             let kind = match rng.random_range(0..100) {
                 0..5 => EdgeKind::Weak,
@@ -440,9 +462,23 @@ fn stream(plan: &Plan, w: &mut SnapshotWriter<'_>) -> std::io::Result<Planted> {
                 cycle,
                 site,
             });
-            planted.groups.push(PlantedGroup { shape: segment.shape.name(), leader: leader + 1, objects: 1, bytes: second, cycle, site });
+            planted.groups.push(PlantedGroup {
+                shape: segment.shape.name(),
+                leader: leader + 1,
+                objects: 1,
+                bytes: second,
+                cycle,
+                site,
+            });
         } else {
-            planted.groups.push(PlantedGroup { shape: segment.shape.name(), leader, objects: segment.len as u64, bytes: group_bytes[g], cycle, site });
+            planted.groups.push(PlantedGroup {
+                shape: segment.shape.name(),
+                leader,
+                objects: segment.len as u64,
+                bytes: group_bytes[g],
+                cycle,
+                site,
+            });
         }
     }
     Ok(planted)

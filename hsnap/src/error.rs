@@ -10,10 +10,7 @@ pub struct FormatError {
 
 impl FormatError {
     pub fn new(offset: u64, what: impl Into<String>) -> FormatError {
-        FormatError {
-            offset,
-            what: what.into(),
-        }
+        FormatError { offset, what: what.into() }
     }
 }
 

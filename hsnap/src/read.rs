@@ -9,10 +9,7 @@ use nom::number::complete::{le_u16, le_u32, u8 as byte};
 use nom::{IResult, Parser};
 
 use crate::varint::{self, VarintError, unzigzag};
-use crate::{
-    Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag,
-    VERSION, tag,
-};
+use crate::{Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag, VERSION, tag};
 
 type In<'a> = &'a [u8];
 
@@ -25,10 +22,7 @@ struct Fail<'a> {
 
 impl<'a> ParseError<In<'a>> for Fail<'a> {
     fn from_error_kind(at: In<'a>, kind: ErrorKind) -> Self {
-        Fail {
-            at,
-            what: format!("malformed data ({kind:?})").into(),
-        }
+        Fail { at, what: format!("malformed data ({kind:?})").into() }
     }
 
     fn append(_: In<'a>, _: ErrorKind, other: Self) -> Self {
@@ -43,10 +37,7 @@ fn fail<'a, T>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> Res<'a, T> {
 }
 
 fn failure<'a>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> nom::Err<Fail<'a>> {
-    nom::Err::Failure(Fail {
-        at,
-        what: what.into(),
-    })
+    nom::Err::Failure(Fail { at, what: what.into() })
 }
 
 fn uvarint(i: In<'_>) -> Res<'_, u64> {
@@ -74,37 +65,24 @@ fn id(i: In<'_>) -> Res<'_, u32> {
 fn bytes(i: In<'_>) -> Res<'_, &[u8]> {
     let (rest, len) = uvarint(i)?;
     if len > rest.len() as u64 {
-        return fail(
-            i,
-            format!("expected {len} bytes, the record has {} left", rest.len()),
-        );
+        return fail(i, format!("expected {len} bytes, the record has {} left", rest.len()));
     }
     take(len as usize).parse(rest)
 }
 
 fn one_byte(i: In<'_>) -> Res<'_, u8> {
-    byte.parse(i)
-        .or_else(|_: nom::Err<Fail<'_>>| fail(i, "expected a byte, found the end of the record"))
+    byte.parse(i).or_else(|_: nom::Err<Fail<'_>>| fail(i, "expected a byte, found the end of the record"))
 }
 
 /// A chunk: tag, payload, and the CRC it carries (checked by the caller, which knows the offset).
 fn chunk(i: In<'_>) -> Res<'_, (Tag, In<'_>, u32)> {
     if i.len() < 8 {
-        return fail(
-            i,
-            format!(
-                "truncated: expected a chunk header (8 bytes), the file has {} left",
-                i.len()
-            ),
-        );
+        return fail(i, format!("truncated: expected a chunk header (8 bytes), the file has {} left", i.len()));
     }
     let (rest, tag) = take(4usize).parse(i)?;
     let (rest, len) = le_u32.parse(rest)?;
     if !tag.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'!') {
-        return fail(
-            i,
-            format!("expected a chunk tag (four letters), found {:02x?}", tag),
-        );
+        return fail(i, format!("expected a chunk tag (four letters), found {:02x?}", tag));
     }
     if (len as u64) + 4 > rest.len() as u64 {
         let name = String::from_utf8_lossy(tag);
@@ -206,9 +184,7 @@ impl<'a> Snapshot<'a> {
 
     fn error(&self, e: nom::Err<Fail<'_>>) -> FormatError {
         match e {
-            nom::Err::Error(f) | nom::Err::Failure(f) => {
-                FormatError::new(self.offset_of(f.at), f.what)
-            }
+            nom::Err::Error(f) | nom::Err::Failure(f) => FormatError::new(self.offset_of(f.at), f.what),
             nom::Err::Incomplete(_) => FormatError::new(self.data.len() as u64, "truncated"),
         }
     }
@@ -223,10 +199,7 @@ impl<'a> Snapshot<'a> {
         self.version = (1, u16::from_le_bytes([data[10], data[11]]));
         loop {
             if rest.is_empty() {
-                return Err(failure(
-                    rest,
-                    "truncated: expected a DONE chunk, found the end of the file",
-                ));
+                return Err(failure(rest, "truncated: expected a DONE chunk, found the end of the file"));
             }
             let (after, (tag, payload, crc)) = chunk(rest)?;
             let computed = crc32fast::hash(&rest[..rest.len() - after.len() - 4]);
@@ -243,10 +216,7 @@ impl<'a> Snapshot<'a> {
                 self.done_offset = self.offset_of(rest);
                 self.counts = done(payload)?.1;
                 if !after.is_empty() {
-                    return Err(failure(
-                        after,
-                        format!("{} bytes after the DONE chunk", after.len()),
-                    ));
+                    return Err(failure(after, format!("{} bytes after the DONE chunk", after.len())));
                 }
                 return Ok(());
             }
@@ -255,12 +225,7 @@ impl<'a> Snapshot<'a> {
         }
     }
 
-    fn read_chunk(
-        &mut self,
-        tag: Tag,
-        payload: In<'a>,
-        pending: &mut Pending,
-    ) -> Result<(), nom::Err<Fail<'a>>> {
+    fn read_chunk(&mut self, tag: Tag, payload: In<'a>, pending: &mut Pending) -> Result<(), nom::Err<Fail<'a>>> {
         let mut i = payload;
         macro_rules! each_record {
             ($body:expr) => {
@@ -312,10 +277,7 @@ impl<'a> Snapshot<'a> {
                 let own = self.stacks.len() as u64;
                 let (after, delta) = uvarint(i)?;
                 if delta == 0 || delta > own {
-                    return fail(
-                        i,
-                        format!("stack {own}: parent delta {delta} must be between 1 and {own}"),
-                    );
+                    return fail(i, format!("stack {own}: parent delta {delta} must be between 1 and {own}"));
                 }
                 let (after, frame) = id(after)?;
                 pending.stack_frames.push((frame, at));
@@ -329,12 +291,7 @@ impl<'a> Snapshot<'a> {
                 let (i, name) = id(i)?;
                 pending.strrefs.push((name, at));
                 pending.root_nodes.push((node, at));
-                self.roots.push(Root {
-                    node,
-                    kind: RootKind::from_byte(kind),
-                    interior: flags & 1 != 0,
-                    name,
-                });
+                self.roots.push(Root { node, kind: RootKind::from_byte(kind), interior: flags & 1 != 0, name });
                 Ok((i, ()))
             }),
             tag::NODE => self.node_chunks.push(payload),
@@ -365,9 +322,7 @@ impl<'a> Snapshot<'a> {
             if found != expected {
                 return Err(FormatError::new(
                     self.done_offset,
-                    format!(
-                        "the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"
-                    ),
+                    format!("the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"),
                 ));
             }
         }
@@ -377,14 +332,22 @@ impl<'a> Snapshot<'a> {
                 format!("{} nodes: more than this reader supports", c.nodes),
             ));
         }
+        // Every node record takes 6 bytes at least and every edge 1: a count beyond that is a lie
+        // that must not size an allocation.
+        let node_bytes = self.node_bytes() as u64;
+        let edge_bytes: u64 = self.edge_chunks.iter().map(|c| c.len() as u64).sum();
+        if c.nodes > node_bytes / 6 || c.edges > edge_bytes {
+            let what = format!(
+                "the DONE chunk counts {} nodes and {} edges, more than {node_bytes} and {edge_bytes} bytes of records hold",
+                c.nodes, c.edges
+            );
+            return Err(FormatError::new(self.done_offset, what));
+        }
         let bound = |list: &[(u32, u64)], limit: usize, what: &str| match list
             .iter()
             .find(|&&(id, _)| id as usize >= limit)
         {
-            Some(&(id, at)) => Err(FormatError::new(
-                at,
-                format!("{what} {id} out of range (the file has {limit})"),
-            )),
+            Some(&(id, at)) => Err(FormatError::new(at, format!("{what} {id} out of range (the file has {limit})"))),
             None => Ok(()),
         };
         bound(&pending.strrefs, self.strings.len(), "string id")?;
@@ -404,10 +367,7 @@ impl<'a> Snapshot<'a> {
 
     /// The first value of a metadata key.
     pub fn meta_value(&self, key: &str) -> Option<&'a [u8]> {
-        self.meta
-            .iter()
-            .find(|(k, _)| *k == key.as_bytes())
-            .map(|&(_, v)| v)
+        self.meta.iter().find(|(k, _)| *k == key.as_bytes()).map(|&(_, v)| v)
     }
 
     /// A string by id; id 0 and unknown ids give the empty string.
@@ -420,9 +380,7 @@ impl<'a> Snapshot<'a> {
     }
 
     pub fn type_name(&self, type_id: u32) -> &'a [u8] {
-        self.types
-            .get(type_id as usize)
-            .map_or(&[], |&name| self.string(name))
+        self.types.get(type_id as usize).map_or(&[], |&name| self.string(name))
     }
 
     pub fn modules(&self) -> &[Module<'a>] {
@@ -479,56 +437,29 @@ impl<'a> Snapshot<'a> {
     }
 
     pub fn nodes(&self) -> NodeIter<'_, 'a> {
-        NodeIter {
-            snap: self,
-            chunk: 0,
-            rest: &[],
-            seen: 0,
-            identity: 0,
-            address: 0,
-            failed: false,
-        }
+        NodeIter { snap: self, chunk: 0, rest: &[], seen: 0, identity: 0, address: 0, failed: false }
     }
 
     pub fn edges(&self) -> EdgeIter<'_, 'a> {
-        EdgeIter {
-            snap: self,
-            chunk: 0,
-            rest: &[],
-            seen: 0,
-            from: 0,
-            left: 0,
-            failed: false,
-        }
+        EdgeIter { snap: self, chunk: 0, rest: &[], seen: 0, from: 0, left: 0, failed: false }
     }
 
     fn count_mismatch(&self, what: &str, expected: u64, found: u64) -> FormatError {
         FormatError::new(
             self.done_offset,
-            format!(
-                "the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"
-            ),
+            format!("the DONE chunk counts {expected} {what}, the file holds {found}: a chunk is missing"),
         )
     }
 }
 
 fn header(i: In<'_>) -> Res<'_, ()> {
     if i.len() < HEADER_LEN || i[..8] != MAGIC {
-        return fail(
-            i,
-            "not an .hsnap snapshot: expected the magic bytes 89 48 53 4E 41 50 0D 0A",
-        );
+        return fail(i, "not an .hsnap snapshot: expected the magic bytes 89 48 53 4E 41 50 0D 0A");
     }
     let (rest, _) = take(8usize).parse(i)?;
     let (after, major) = le_u16.parse(rest)?;
     if major != VERSION.0 {
-        return fail(
-            rest,
-            format!(
-                "format major version {major}; this reader knows {}",
-                VERSION.0
-            ),
-        );
+        return fail(rest, format!("format major version {major}; this reader knows {}", VERSION.0));
     }
     let (after, _minor) = le_u16.parse(after)?;
     let (after, _reserved) = le_u32.parse(after)?;
@@ -542,19 +473,7 @@ fn done(i: In<'_>) -> Res<'_, Counts> {
         (rest, *v) = uvarint(rest)?;
     }
     let [strings, types, modules, frames, stacks, nodes, edges, roots] = values;
-    Ok((
-        rest,
-        Counts {
-            strings,
-            types,
-            modules,
-            frames,
-            stacks,
-            nodes,
-            edges,
-            roots,
-        },
-    ))
+    Ok((rest, Counts { strings, types, modules, frames, stacks, nodes, edges, roots }))
 }
 
 fn module(i: In<'_>) -> Res<'_, Module<'_>> {
@@ -563,10 +482,7 @@ fn module(i: In<'_>) -> Res<'_, Module<'_>> {
     let (i, load_bias) = uvarint(i)?;
     let (mut i, count) = uvarint(i)?;
     if count > i.len() as u64 / 2 {
-        return fail(
-            i,
-            format!("module declares {count} ranges, the record has room for fewer"),
-        );
+        return fail(i, format!("module declares {count} ranges, the record has room for fewer"));
     }
     let mut ranges = Vec::with_capacity(count as usize);
     for _ in 0..count {
@@ -575,15 +491,7 @@ fn module(i: In<'_>) -> Res<'_, Module<'_>> {
         ranges.push((start, length));
         i = after;
     }
-    Ok((
-        i,
-        Module {
-            path,
-            build_id,
-            load_bias,
-            ranges,
-        },
-    ))
+    Ok((i, Module { path, build_id, load_bias, ranges }))
 }
 
 fn frame(i: In<'_>) -> Res<'_, Frame> {
@@ -603,15 +511,7 @@ fn frame(i: In<'_>) -> Res<'_, Frame> {
             let (rest, file) = id(rest)?;
             let (rest, line) = id(rest)?;
             let (rest, column) = id(rest)?;
-            Ok((
-                rest,
-                Frame::Symbol {
-                    function,
-                    file,
-                    line,
-                    column,
-                },
-            ))
+            Ok((rest, Frame::Symbol { function, file, line, column }))
         }
         _ => fail(i, format!("unknown frame form {form} (expected 0, 1 or 2)")),
     }
@@ -637,33 +537,15 @@ impl NodeIter<'_, '_> {
             let (i, size) = uvarint(i)?;
             let (after, type_id) = id(i)?;
             if type_id as usize >= snap.types.len() {
-                return fail(
-                    i,
-                    format!(
-                        "type {type_id} out of range (the file has {})",
-                        snap.types.len()
-                    ),
-                );
+                return fail(i, format!("type {type_id} out of range (the file has {})", snap.types.len()));
             }
             let (i, stack) = id(after)?;
             if stack as usize >= snap.stacks.len() {
-                return fail(
-                    after,
-                    format!(
-                        "stack {stack} out of range (the file has {})",
-                        snap.stacks.len() - 1
-                    ),
-                );
+                return fail(after, format!("stack {stack} out of range (the file has {})", snap.stacks.len() - 1));
             }
             let (i, flags) = uvarint(i)?;
-            let node = Node {
-                identity: identity as u64,
-                address: address as u64,
-                size,
-                type_id,
-                stack,
-                flags: flags as u32,
-            };
+            let node =
+                Node { identity: identity as u64, address: address as u64, size, type_id, stack, flags: flags as u32 };
             Ok((i, node))
         };
         let (rest, mut node) = parse(self.rest).map_err(|e| snap.error(e))?;
@@ -691,8 +573,7 @@ impl Iterator for NodeIter<'_, '_> {
             if self.chunk == self.snap.node_chunks.len() {
                 self.failed = true;
                 let (expected, seen) = (self.snap.counts.nodes, self.seen);
-                return (seen != expected)
-                    .then(|| Err(self.snap.count_mismatch("nodes", expected, seen)));
+                return (seen != expected).then(|| Err(self.snap.count_mismatch("nodes", expected, seen)));
             }
             self.rest = self.snap.node_chunks[self.chunk];
             self.chunk += 1;
@@ -721,20 +602,11 @@ impl<'a> EdgeIter<'_, 'a> {
         let (rest, delta) = svarint(i)?;
         let from = (self.from as i64).wrapping_add(delta);
         if from < 0 || from as u64 >= nodes {
-            return fail(
-                i,
-                format!("edge source {from} out of range (the file has {nodes} nodes)"),
-            );
+            return fail(i, format!("edge source {from} out of range (the file has {nodes} nodes)"));
         }
         let (after, count) = uvarint(rest)?;
         if count == 0 || count > after.len() as u64 {
-            return fail(
-                rest,
-                format!(
-                    "edge record declares {count} edges, expected 1 to {}",
-                    after.len()
-                ),
-            );
+            return fail(rest, format!("edge record declares {count} edges, expected 1 to {}", after.len()));
         }
         self.from = from as u32;
         self.left = count;
@@ -746,23 +618,13 @@ impl<'a> EdgeIter<'_, 'a> {
         let (rest, head) = uvarint(i)?;
         let to = self.from as i64 + unzigzag(head >> 3);
         if to < 0 || to as u64 >= nodes {
-            return fail(
-                i,
-                format!("edge target {to} out of range (the file has {nodes} nodes)"),
-            );
+            return fail(i, format!("edge target {to} out of range (the file has {nodes} nodes)"));
         }
         let Some(kind) = EdgeKind::from_bits(head >> 1 & 3) else {
             return fail(i, "edge kind 3 is reserved");
         };
         if head & 1 == 0 {
-            return Ok((
-                rest,
-                Edge {
-                    to: to as u32,
-                    kind,
-                    label: Label::None,
-                },
-            ));
+            return Ok((rest, Edge { to: to as u32, kind, label: Label::None }));
         }
         let (after, label) = uvarint(rest)?;
         let label = match label & 3 {
@@ -774,21 +636,12 @@ impl<'a> EdgeIter<'_, 'a> {
             2 => Label::Offset(label >> 2),
             _ => return fail(rest, "label kind 3 is reserved"),
         };
-        Ok((
-            after,
-            Edge {
-                to: to as u32,
-                kind,
-                label,
-            },
-        ))
+        Ok((after, Edge { to: to as u32, kind, label }))
     }
 
     fn next_edge(&mut self) -> Result<(u32, Edge), FormatError> {
         if self.left == 0 {
-            let (rest, ()) = self
-                .record_head(self.rest)
-                .map_err(|e| self.snap.error(e))?;
+            let (rest, ()) = self.record_head(self.rest).map_err(|e| self.snap.error(e))?;
             self.rest = rest;
         }
         let (rest, edge) = self.edge(self.rest).map_err(|e| self.snap.error(e))?;
@@ -796,15 +649,10 @@ impl<'a> EdgeIter<'_, 'a> {
         self.left -= 1;
         self.seen += 1;
         if self.left > 0 && self.rest.is_empty() {
-            return Err(FormatError::new(
-                self.snap.offset_of(rest),
-                "edge record ends before its last edge",
-            ));
+            return Err(FormatError::new(self.snap.offset_of(rest), "edge record ends before its last edge"));
         }
         if self.seen > self.snap.counts.edges {
-            return Err(self
-                .snap
-                .count_mismatch("edges", self.snap.counts.edges, self.seen));
+            return Err(self.snap.count_mismatch("edges", self.snap.counts.edges, self.seen));
         }
         Ok((self.from, edge))
     }
@@ -821,8 +669,7 @@ impl Iterator for EdgeIter<'_, '_> {
             if self.chunk == self.snap.edge_chunks.len() {
                 self.failed = true;
                 let (expected, seen) = (self.snap.counts.edges, self.seen);
-                return (seen != expected)
-                    .then(|| Err(self.snap.count_mismatch("edges", expected, seen)));
+                return (seen != expected).then(|| Err(self.snap.count_mismatch("edges", expected, seen)));
             }
             self.rest = self.snap.edge_chunks[self.chunk];
             self.chunk += 1;

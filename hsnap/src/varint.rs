@@ -53,11 +53,7 @@ pub fn get_u(input: &[u8]) -> Result<(u64, usize), VarintError> {
             return Ok((value, i + 1));
         }
     }
-    if input.len() >= MAX_LEN {
-        Err(VarintError::Overlong)
-    } else {
-        Err(VarintError::Truncated)
-    }
+    if input.len() >= MAX_LEN { Err(VarintError::Overlong) } else { Err(VarintError::Truncated) }
 }
 
 #[cfg(test)]
@@ -68,12 +64,7 @@ mod tests {
     fn round_trips_edges_of_each_length() {
         let mut buf = [0u8; MAX_LEN];
         for shift in 0..64 {
-            for value in [
-                (1u64 << shift) - 1,
-                1u64 << shift,
-                (1u64 << shift) + 1,
-                u64::MAX,
-            ] {
+            for value in [(1u64 << shift) - 1, 1u64 << shift, (1u64 << shift) + 1, u64::MAX] {
                 let n = put_u(&mut buf, value);
                 assert_eq!(n, len_u(value), "length of {value}");
                 assert_eq!(get_u(&buf[..n]), Ok((value, n)));
@@ -93,17 +84,7 @@ mod tests {
 
     #[test]
     fn zigzag_round_trips() {
-        for v in [
-            0i64,
-            1,
-            -1,
-            2,
-            -2,
-            i64::MAX,
-            i64::MIN,
-            123456789,
-            -987654321,
-        ] {
+        for v in [0i64, 1, -1, 2, -2, i64::MAX, i64::MIN, 123456789, -987654321] {
             assert_eq!(unzigzag(zigzag(v)), v);
         }
         assert_eq!(zigzag(-1), 1);

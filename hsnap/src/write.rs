@@ -45,10 +45,7 @@ impl<'b, S: Sink> Writer<'b, S> {
     /// Writes the file header. `buf` must hold at least [`MIN_BUFFER`] bytes.
     pub fn new(mut sink: S, buf: &'b mut [u8]) -> io::Result<Writer<'b, S>> {
         if buf.len() < MIN_BUFFER {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "hsnap buffer too small",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "hsnap buffer too small"));
         }
         let limit = buf.len().min(MAX_CHUNK + CHUNK_HEADER);
         let buf = &mut buf[..limit];
@@ -100,19 +97,10 @@ impl<'b, S: Sink> Writer<'b, S> {
     }
 
     /// Adds a module and returns its id (ids start at 0).
-    pub fn module(
-        &mut self,
-        path: u32,
-        build_id: &[u8],
-        load_bias: u64,
-        ranges: &[(u64, u64)],
-    ) -> io::Result<u32> {
+    pub fn module(&mut self, path: u32, build_id: &[u8], load_bias: u64, ranges: &[(u64, u64)]) -> io::Result<u32> {
         let ranges_len: usize = ranges.iter().map(|&(s, l)| len_u(s) + len_u(l)).sum();
-        let size = len_u(path as u64)
-            + bytes_len(build_id)
-            + len_u(load_bias)
-            + len_u(ranges.len() as u64)
-            + ranges_len;
+        let size =
+            len_u(path as u64) + bytes_len(build_id) + len_u(load_bias) + len_u(ranges.len() as u64) + ranges_len;
         self.record(tag::MODS, size, |w| {
             w.u(path as u64)?;
             w.bytes(build_id)?;
@@ -146,13 +134,7 @@ impl<'b, S: Sink> Writer<'b, S> {
     }
 
     /// A resolved location; `function` and `file` are string ids, 0 for unknown.
-    pub fn frame_symbol(
-        &mut self,
-        function: u32,
-        file: u32,
-        line: u32,
-        column: u32,
-    ) -> io::Result<u32> {
+    pub fn frame_symbol(&mut self, function: u32, file: u32, line: u32, column: u32) -> io::Result<u32> {
         let mut rec = Scratch::new();
         rec.byte(2);
         for v in [function, file, line, column] {
@@ -209,8 +191,7 @@ impl<'b, S: Sink> Writer<'b, S> {
                 let mut size = head + 1;
                 let mut n = 0;
                 for edge in rest {
-                    let more =
-                        edge_len(from, edge) + usize::from(len_u(n as u64 + 1) > len_u(n as u64));
+                    let more = edge_len(from, edge) + usize::from(len_u(n as u64 + 1) > len_u(n as u64));
                     if size + more > room {
                         break;
                     }
@@ -267,11 +248,7 @@ impl<'b, S: Sink> Writer<'b, S> {
     /// Free payload bytes in the open chunk if it is of kind `tag`, else in a fresh one.
     fn room(&self, tag: Tag) -> usize {
         let capacity = self.buf.len() - CHUNK_HEADER;
-        if self.open == Some(tag) {
-            capacity - self.used
-        } else {
-            capacity
-        }
+        if self.open == Some(tag) { capacity - self.used } else { capacity }
     }
 
     fn small(&mut self, tag: Tag, rec: &Scratch) -> io::Result<()> {
@@ -298,21 +275,13 @@ impl<'b, S: Sink> Writer<'b, S> {
             let mut crc = crc32fast::Hasher::new();
             crc.update(&header);
             self.sink.put(&header)?;
-            let mut out = Out {
-                writer: self,
-                direct: Some(&mut crc),
-                written: 0,
-            };
+            let mut out = Out { writer: self, direct: Some(&mut crc), written: 0 };
             fill(&mut out)?;
             debug_assert_eq!(out.written, size);
             return self.sink.put(&crc.finalize().to_le_bytes());
         }
         self.open = Some(tag);
-        let mut out = Out {
-            writer: self,
-            direct: None,
-            written: 0,
-        };
+        let mut out = Out { writer: self, direct: None, written: 0 };
         fill(&mut out)?;
         debug_assert_eq!(out.written, size);
         Ok(())
@@ -391,10 +360,7 @@ struct Scratch {
 
 impl Scratch {
     fn new() -> Scratch {
-        Scratch {
-            buf: [0; 64],
-            len: 0,
-        }
+        Scratch { buf: [0; 64], len: 0 }
     }
 
     fn u(&mut self, value: u64) {

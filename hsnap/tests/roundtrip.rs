@@ -5,29 +5,9 @@ fn two_cycle(buf: &mut [u8]) -> Vec<u8> {
     let mut w = Writer::new(Vec::new(), buf).unwrap();
     let name = w.string(b"node").unwrap();
     let ty = w.type_(name).unwrap();
-    let a = w
-        .node(&Node {
-            identity: 1,
-            address: 0x1000,
-            size: 16,
-            type_id: ty,
-            ..Node::default()
-        })
-        .unwrap();
-    let b = w
-        .node(&Node {
-            identity: 2,
-            address: 0x1010,
-            size: 16,
-            type_id: ty,
-            ..Node::default()
-        })
-        .unwrap();
-    let strong = |to| Edge {
-        to,
-        kind: EdgeKind::Strong,
-        label: Label::None,
-    };
+    let a = w.node(&Node { identity: 1, address: 0x1000, size: 16, type_id: ty, ..Node::default() }).unwrap();
+    let b = w.node(&Node { identity: 2, address: 0x1010, size: 16, type_id: ty, ..Node::default() }).unwrap();
+    let strong = |to| Edge { to, kind: EdgeKind::Strong, label: Label::None };
     w.edges(a, &[strong(b)]).unwrap();
     w.edges(b, &[strong(a)]).unwrap();
     w.finish().unwrap()
@@ -36,44 +16,17 @@ fn two_cycle(buf: &mut [u8]) -> Vec<u8> {
 #[test]
 fn worked_example_matches_the_specification_and_the_fixture() {
     let bytes = two_cycle(&mut [0u8; 4096]);
-    let hex = |b: &[u8]| {
-        b.iter()
-            .map(|x| format!("{x:02X}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02X}")).collect::<Vec<_>>().join(" ");
     // The listing in formats/hsnap.md, section 6, without the CRCs.
-    assert_eq!(
-        hex(&bytes[..16]),
-        "89 48 53 4E 41 50 0D 0A 01 00 00 00 00 00 00 00"
-    );
-    assert_eq!(
-        hex(&bytes[16..29]),
-        "53 54 52 53 05 00 00 00 04 6E 6F 64 65"
-    );
+    assert_eq!(hex(&bytes[..16]), "89 48 53 4E 41 50 0D 0A 01 00 00 00 00 00 00 00");
+    assert_eq!(hex(&bytes[16..29]), "53 54 52 53 05 00 00 00 04 6E 6F 64 65");
     assert_eq!(hex(&bytes[33..42]), "54 59 50 45 01 00 00 00 01");
-    assert_eq!(
-        hex(&bytes[46..67]),
-        "4E 4F 44 45 0D 00 00 00 02 80 40 10 00 00 00 02 20 10 00 00 00"
-    );
-    assert_eq!(
-        hex(&bytes[71..85]),
-        "45 44 47 45 06 00 00 00 00 01 10 02 01 08"
-    );
-    assert_eq!(
-        hex(&bytes[89..105]),
-        "44 4F 4E 45 08 00 00 00 01 01 00 00 00 02 02 00"
-    );
+    assert_eq!(hex(&bytes[46..67]), "4E 4F 44 45 0D 00 00 00 02 80 40 10 00 00 00 02 20 10 00 00 00");
+    assert_eq!(hex(&bytes[71..85]), "45 44 47 45 06 00 00 00 00 01 10 02 01 08");
+    assert_eq!(hex(&bytes[89..105]), "44 4F 4E 45 08 00 00 00 01 01 00 00 00 02 02 00");
     assert_eq!(bytes.len(), 109);
-    let fixture = std::fs::read(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../fixtures/two-cycle.hsnap"
-    ))
-    .unwrap();
-    assert_eq!(
-        bytes, fixture,
-        "fixtures/two-cycle.hsnap is the worked example"
-    );
+    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/two-cycle.hsnap")).unwrap();
+    assert_eq!(bytes, fixture, "fixtures/two-cycle.hsnap is the worked example");
 }
 
 #[test]
@@ -91,12 +44,7 @@ fn everything_written_reads_back() {
     let ty_list = w.type_(s_fn).unwrap();
     let ty_big = w.type_(big).unwrap();
     let m = w
-        .module(
-            s_path,
-            &[0xab; 20],
-            0x7f00_0000_0000,
-            &[(0x7f00_0000_0000, 0x1000), (0x7f00_0000_2000, 0x3000)],
-        )
+        .module(s_path, &[0xab; 20], 0x7f00_0000_0000, &[(0x7f00_0000_0000, 0x1000), (0x7f00_0000_2000, 0x3000)])
         .unwrap();
     let f0 = w.frame_in_module(m, 0x1234).unwrap();
     let f1 = w.frame_absolute(0xdead_beef).unwrap();
@@ -124,52 +72,25 @@ fn everything_written_reads_back() {
             .map(|k| Edge {
                 to: (from * 31 + k * 17) % n,
                 kind: [EdgeKind::Strong, EdgeKind::Weak, EdgeKind::Interior][k as usize % 3],
-                label: [
-                    Label::None,
-                    Label::Name(s_next),
-                    Label::Index(k as u64),
-                    Label::Offset(1 << 40),
-                ][k as usize % 4],
+                label: [Label::None, Label::Name(s_next), Label::Index(k as u64), Label::Offset(1 << 40)]
+                    [k as usize % 4],
             })
             .collect();
         w.edges(from, &list).unwrap();
         edges.extend(list.into_iter().map(|e| (from, e)));
     }
-    w.root(&Root {
-        node: 5,
-        kind: RootKind::Global,
-        interior: false,
-        name: s_next,
-    })
-    .unwrap();
-    w.root(&Root {
-        node: 6,
-        kind: RootKind::Register,
-        interior: true,
-        name: 0,
-    })
-    .unwrap();
+    w.root(&Root { node: 5, kind: RootKind::Global, interior: false, name: s_next }).unwrap();
+    w.root(&Root { node: 6, kind: RootKind::Register, interior: true, name: 0 }).unwrap();
     let bytes = w.finish().unwrap();
 
     let snap = Snapshot::parse(&bytes).unwrap();
     assert_eq!(snap.meta_value("producer"), Some(&b"test"[..]));
     assert_eq!(snap.meta()[1].1, &long_arg[..]);
     assert_eq!(snap.type_name(ty_big), &vec![b'y'; 1000][..]);
-    assert_eq!(
-        snap.modules()[0].ranges,
-        vec![(0x7f00_0000_0000, 0x1000), (0x7f00_0000_2000, 0x3000)]
-    );
+    assert_eq!(snap.modules()[0].ranges, vec![(0x7f00_0000_0000, 0x1000), (0x7f00_0000_2000, 0x3000)]);
     assert_eq!(snap.modules()[0].build_id, &[0xab; 20]);
     assert_eq!(snap.stack_frames(st3).collect::<Vec<_>>(), vec![f2, f1, f0]);
-    assert_eq!(
-        snap.frame(f2),
-        Some(Frame::Symbol {
-            function: s_fn,
-            file: s_file,
-            line: 42,
-            column: 7
-        })
-    );
+    assert_eq!(snap.frame(f2), Some(Frame::Symbol { function: s_fn, file: s_file, line: 42, column: 7 }));
     let read_nodes: Vec<Node> = snap.nodes().collect::<Result<_, _>>().unwrap();
     assert_eq!(read_nodes, nodes);
     let read_edges: Vec<(u32, Edge)> = snap.edges().collect::<Result<_, _>>().unwrap();
@@ -196,11 +117,7 @@ fn every_truncation_is_an_error_with_an_offset() {
     let bytes = two_cycle(&mut [0u8; 4096]);
     for len in 0..bytes.len() {
         let err = read_fully(&bytes[..len]).expect_err("a cut file must not read");
-        assert!(
-            err.offset <= len as u64,
-            "offset {} beyond the cut {len}",
-            err.offset
-        );
+        assert!(err.offset <= len as u64, "offset {} beyond the cut {len}", err.offset);
     }
     read_fully(&bytes).unwrap();
 }
@@ -216,10 +133,7 @@ fn every_flipped_bit_is_caught() {
         for bit in 0..8 {
             let mut bad = bytes.clone();
             bad[at] ^= 1 << bit;
-            assert!(
-                read_fully(&bad).is_err(),
-                "flip of bit {bit} at byte {at} went unnoticed"
-            );
+            assert!(read_fully(&bad).is_err(), "flip of bit {bit} at byte {at} went unnoticed");
         }
     }
 }
@@ -260,11 +174,7 @@ fn crc32(bytes: &[u8]) -> u32 {
     for &b in bytes {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                crc >> 1 ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
+            crc = if crc & 1 != 0 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
         }
     }
     !crc

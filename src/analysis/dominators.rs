@@ -15,6 +15,10 @@
 //!    rustc, we get it from the same forest: when `semi(w)` is reached, `eval(w)` yields either
 //!    `semi(w)` itself (the answer) or a relative `y` with `idom(w) = idom(y)`, resolved by one
 //!    final pass in preorder. The whole is O(m log n) and uses no recursion.
+//!
+//! Memory: one `u32` array over the nodes (reused for the result) and five over the reached
+//! nodes (preorder number to node, parent/ancestor, semi, label, idom); buckets are intrusive
+//! lists threaded through `idom`, and path compression reverses pointers instead of stacking.
 
 use crate::graph::Adjacency;
 
@@ -43,11 +47,7 @@ pub struct DominatorTree {
 /// Panics if a root is not a node of the graph or the graph has `u32::MAX - 1` nodes or more.
 pub fn dominators(succ: &impl Adjacency, pred: &impl Adjacency, roots: &[u32]) -> DominatorTree {
     let n = succ.node_count();
-    assert_eq!(
-        pred.node_count(),
-        n,
-        "succ and pred disagree on the node count"
-    );
+    assert_eq!(pred.node_count(), n, "succ and pred disagree on the node count");
     assert!(n < VIRTUAL_ROOT as usize, "too many nodes for u32 ids");
 
     // Depth-first search from the virtual root (preorder number 0). Arrays indexed by preorder
@@ -63,15 +63,8 @@ pub fn dominators(succ: &impl Adjacency, pred: &impl Adjacency, roots: &[u32]) -
     let mut current = 0u32;
     loop {
         let c = current as usize;
-        let edges = if c == 0 {
-            roots
-        } else {
-            succ.neighbors(node_of[c])
-        };
-        assert!(
-            edges.len() < u32::MAX as usize,
-            "node with 2^32 - 1 or more edges"
-        );
+        let edges = if c == 0 { roots } else { succ.neighbors(node_of[c]) };
+        assert!(edges.len() < u32::MAX as usize, "node with 2^32 - 1 or more edges");
         let mut i = semi[c] as usize;
         let mut found = NIL;
         while i < edges.len() {
@@ -135,11 +128,8 @@ pub fn dominators(succ: &impl Adjacency, pred: &impl Adjacency, roots: &[u32]) -
                 if p == UNREACHED {
                     continue;
                 }
-                let candidate = if p > w32 {
-                    semi[eval(&mut parent, &mut label, &semi, first_linked, p) as usize]
-                } else {
-                    p
-                };
+                let candidate =
+                    if p > w32 { semi[eval(&mut parent, &mut label, &semi, first_linked, p) as usize] } else { p };
                 s = s.min(candidate);
             }
             semi[w] = s;
@@ -170,18 +160,11 @@ pub fn dominators(succ: &impl Adjacency, pred: &impl Adjacency, roots: &[u32]) -
     for p in pre_of.iter_mut() {
         if *p != UNREACHED {
             let d = idom[*p as usize];
-            *p = if d == 0 {
-                VIRTUAL_ROOT
-            } else {
-                node_of[d as usize]
-            };
+            *p = if d == 0 { VIRTUAL_ROOT } else { node_of[d as usize] };
         }
     }
     node_of.remove(0);
-    DominatorTree {
-        idom: pre_of,
-        preorder: node_of,
-    }
+    DominatorTree { idom: pre_of, preorder: node_of }
 }
 
 /// The linked node of least semidominator on the forest path from `v` (a linked node) up to,
@@ -266,20 +249,14 @@ mod tests {
             edges.push(edge);
         }
         let root_count = [0, 1, 1, 1, 2, 2, 3, 4][rng.random_range(0..8)];
-        let roots = (0..root_count)
-            .map(|_| rng.random_range(0..n as u32))
-            .collect();
+        let roots = (0..root_count).map(|_| rng.random_range(0..n as u32)).collect();
         (n, edges, roots)
     }
 
     /// Nodes reachable from `roots` without passing through `removed`.
     fn reachable(g: &Csr, roots: &[u32], removed: Option<u32>) -> Vec<bool> {
         let mut seen = vec![false; g.node_count()];
-        let mut stack: Vec<u32> = roots
-            .iter()
-            .copied()
-            .filter(|&r| Some(r) != removed)
-            .collect();
+        let mut stack: Vec<u32> = roots.iter().copied().filter(|&r| Some(r) != removed).collect();
         while let Some(v) = stack.pop() {
             if !std::mem::replace(&mut seen[v as usize], true) {
                 stack.extend(g.neighbors(v).iter().filter(|&&w| Some(w) != removed));
@@ -340,17 +317,9 @@ mod tests {
             let expected = petgraph_idom(n, &edges, &roots);
             assert_eq!(tree.idom, expected, "n={n} edges={edges:?} roots={roots:?}");
             check_preorder(&tree);
-            nontrivial += tree
-                .idom
-                .iter()
-                .filter(|&&d| d < VIRTUAL_ROOT)
-                .count()
-                .min(1);
+            nontrivial += tree.idom.iter().filter(|&&d| d < VIRTUAL_ROOT).count().min(1);
         }
-        assert!(
-            nontrivial > 2000,
-            "too few graphs with real dominators: {nontrivial}"
-        );
+        assert!(nontrivial > 2000, "too few graphs with real dominators: {nontrivial}");
     }
 
     #[test]
@@ -367,9 +336,7 @@ mod tests {
             let dominated: Vec<Vec<bool>> = (0..n as u32)
                 .map(|v| {
                     let without = reachable(&succ, &roots, Some(v));
-                    (0..n)
-                        .map(|w| reached[w] && (w == v as usize || !without[w]))
-                        .collect()
+                    (0..n).map(|w| reached[w] && (w == v as usize || !without[w])).collect()
                 })
                 .collect();
             for w in 0..n {
@@ -378,10 +345,7 @@ mod tests {
                     assert_eq!(sizes[w], 0);
                     continue;
                 }
-                let expected: u64 = (0..n)
-                    .filter(|&x| dominated[w][x])
-                    .map(|x| shallow(x as u32))
-                    .sum();
+                let expected: u64 = (0..n).filter(|&x| dominated[w][x]).map(|x| shallow(x as u32)).sum();
                 assert_eq!(sizes[w], expected, "retained size of {w}, edges={edges:?}");
                 // The idom is the strict dominator dominated by all the others: the deepest one.
                 let strict: Vec<usize> = (0..n).filter(|&d| d != w && dominated[d][w]).collect();
@@ -390,10 +354,7 @@ mod tests {
                     .copied()
                     .find(|&d| strict.iter().all(|&e| dominated[e][d]))
                     .map_or(VIRTUAL_ROOT, |d| d as u32);
-                assert_eq!(
-                    tree.idom[w], idom,
-                    "idom of {w}, edges={edges:?} roots={roots:?}"
-                );
+                assert_eq!(tree.idom[w], idom, "idom of {w}, edges={edges:?} roots={roots:?}");
             }
         }
     }
@@ -429,10 +390,7 @@ mod tests {
         //   0 -> 1 -> 3, 0 -> 2 -> 3, 5 -> 4 -> 3
         let edges = [(0, 1), (0, 2), (1, 3), (2, 3), (5, 4), (4, 3)];
         let (_, tree) = compute(7, &edges, &[5, 0, 5]);
-        assert_eq!(
-            tree.idom,
-            [VIRTUAL_ROOT, 0, 0, VIRTUAL_ROOT, 5, VIRTUAL_ROOT, UNREACHED]
-        );
+        assert_eq!(tree.idom, [VIRTUAL_ROOT, 0, 0, VIRTUAL_ROOT, 5, VIRTUAL_ROOT, UNREACHED]);
         assert_eq!(tree.preorder, [5, 4, 3, 0, 1, 2]);
         let sizes = tree.retained_sizes(|_| 1);
         assert_eq!(sizes, [3, 1, 1, 1, 1, 2, 0]);
@@ -451,12 +409,7 @@ mod tests {
 
     /// Runs `f` on a thread with a 64 KiB stack.
     fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-        std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(f).unwrap().join().unwrap();
     }
 
     const BIG: u32 = 2_000_000;

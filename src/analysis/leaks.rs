@@ -106,8 +106,16 @@ mod tests {
         // Root 0. Leaked: list 1 -> 2 -> 3; ring 4 -> 5 -> 6 -> 4; 7 -> 8 <- 9 (two leaders share 8);
         // 10 -> 10 self loop; 11 points into reachable 0 (still leaked).
         let edges = [
-            (1, 2, Strong), (2, 3, Strong), (4, 5, Strong), (5, 6, Interior), (6, 4, Strong),
-            (7, 8, Strong), (9, 8, Strong), (10, 10, Strong), (11, 0, Strong), (0, 3, Weak),
+            (1, 2, Strong),
+            (2, 3, Strong),
+            (4, 5, Strong),
+            (5, 6, Interior),
+            (6, 4, Strong),
+            (7, 8, Strong),
+            (9, 8, Strong),
+            (10, 10, Strong),
+            (11, 0, Strong),
+            (0, 3, Weak),
         ];
         let g = Graph::from_edges(12, &edges, vec![Root { node: 0, kind: RootKind::Global, interior: false, name: 0 }]);
         let leaks = Leaks::find(&g, &Reachability::of(&g));

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::graph::{Adjacency, Graph, Retaining};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, bincode::Encode, bincode::Decode)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, bincode::Encode, bincode::Decode,
+)]
 #[repr(u8)]
 pub enum Class {
     Reachable = 0,
@@ -41,10 +43,15 @@ impl Reachability {
         let mut class = vec![Class::Leaked; graph.node_count()];
         let start_roots = graph.roots().iter().filter(|r| !r.interior).map(|r| r.node);
         mark(&StrongEdges(graph), start_roots, &mut class, Class::Reachable);
-        // Interior edges out of reachable nodes lead to possibly lost ones: expand from those too.
-        let reachable: Vec<u32> = (0..graph.node_count() as u32).filter(|&v| class[v as usize] == Class::Reachable).collect();
-        let seeds = reachable.into_iter().chain(graph.root_nodes().iter().copied());
-        mark(&Retaining(graph), seeds, &mut class, Class::Possibly);
+        // Strong edges out of reachable nodes lead to reachable nodes, so only their interior
+        // edges and the interior roots can lead to possibly lost ones.
+        let interior_roots = graph.roots().iter().filter(|r| r.interior).map(|r| r.node);
+        let through_interior = (0..graph.node_count() as u32)
+            .filter(|&v| class[v as usize] == Class::Reachable)
+            .flat_map(|v| graph.interior(v).iter().copied());
+        let seeds: Vec<u32> =
+            interior_roots.chain(through_interior).filter(|&v| class[v as usize] == Class::Leaked).collect();
+        mark(&Retaining(graph), seeds.into_iter(), &mut class, Class::Possibly);
         Reachability { class }
     }
 
@@ -54,7 +61,7 @@ impl Reachability {
 }
 
 /// Gives `to` to every still-leaked node reached from `seeds` (seeds included), depth first with an
-/// explicit stack. Seeds are expanded even when they already have a class.
+/// explicit stack.
 fn mark(graph: &impl Adjacency, seeds: impl Iterator<Item = u32>, class: &mut [Class], to: Class) {
     let mut stack = Vec::new();
     for seed in seeds {

@@ -49,7 +49,8 @@ impl Retention {
     /// Totals per key (type id, stack id) over reachable nodes, largest retained first.
     pub fn by_key(&self, graph: &Graph, key: &[u32]) -> Vec<KeyTotal> {
         let key_count = key.iter().max().map_or(0, |&k| k as usize + 1);
-        let mut totals: Vec<KeyTotal> = (0..key_count as u32).map(|key| KeyTotal { key, ..KeyTotal::default() }).collect();
+        let mut totals: Vec<KeyTotal> =
+            (0..key_count as u32).map(|key| KeyTotal { key, ..KeyTotal::default() }).collect();
         for v in 0..graph.node_count() {
             if self.idom[v] != UNREACHED {
                 let t = &mut totals[key[v] as usize];
@@ -57,11 +58,15 @@ impl Retention {
                 t.shallow += graph.size[v];
             }
         }
-        self.walk_tree(|v, outermost| {
-            if outermost {
-                totals[key[v as usize] as usize].retained += self.retained[v as usize];
-            }
-        }, key, key_count);
+        self.walk_tree(
+            |v, outermost| {
+                if outermost {
+                    totals[key[v as usize] as usize].retained += self.retained[v as usize];
+                }
+            },
+            key,
+            key_count,
+        );
         totals.retain(|t| t.objects > 0);
         totals.sort_by_key(|t| (std::cmp::Reverse(t.retained), std::cmp::Reverse(t.shallow), t.key));
         totals
@@ -108,14 +113,20 @@ mod tests {
     #[test]
     fn type_totals_count_each_subtree_once() {
         // root 0 -> 1 -> 2 -> 3; types: 0:A 1:B 2:B 3:A; sizes 1 each.
-        let mut g = Graph::from_edges(4, &[(0, 1, Strong), (1, 2, Strong), (2, 3, Strong)],
-            vec![Root { node: 0, kind: RootKind::Global, interior: false, name: 0 }]);
+        let mut g = Graph::from_edges(
+            4,
+            &[(0, 1, Strong), (1, 2, Strong), (2, 3, Strong)],
+            vec![Root { node: 0, kind: RootKind::Global, interior: false, name: 0 }],
+        );
         g.type_id = vec![0, 1, 1, 0];
         let r = Retention::of(&g);
         assert_eq!(r.retained, vec![4, 3, 2, 1]);
         let totals = r.by_key(&g, &g.type_id.clone());
         // A: node 0 retains 4 and node 3 is inside it. B: node 1 retains 3, node 2 inside it.
-        assert_eq!(totals.iter().map(|t| (t.key, t.objects, t.retained)).collect::<Vec<_>>(), vec![(0, 2, 4), (1, 2, 3)]);
+        assert_eq!(
+            totals.iter().map(|t| (t.key, t.objects, t.retained)).collect::<Vec<_>>(),
+            vec![(0, 2, 4), (1, 2, 3)]
+        );
         assert_eq!(r.top(2), vec![0, 1]);
     }
 }

@@ -41,9 +41,7 @@ pub fn strongly_connected(graph: &impl Adjacency, include: impl Fn(u32) -> bool)
     assert!(n < EXCLUDED as usize, "too many nodes for u32 ids");
     let n32 = n as u32;
 
-    let mut rindex: Vec<u32> = (0..n32)
-        .map(|v| if include(v) { UNVISITED } else { EXCLUDED })
-        .collect();
+    let mut rindex: Vec<u32> = (0..n32).map(|v| if include(v) { UNVISITED } else { EXCLUDED }).collect();
     // Finished-but-not-emitted nodes (Tarjan's stack minus the call path).
     let mut stack: Vec<u32> = Vec::new();
     let mut frames: Vec<Frame> = Vec::new();
@@ -58,20 +56,13 @@ pub fn strongly_connected(graph: &impl Adjacency, include: impl Fn(u32) -> bool)
             continue;
         }
         rindex[start as usize] = next_index;
-        frames.push(Frame {
-            node: start,
-            next_edge: 0,
-            index: next_index,
-        });
+        frames.push(Frame { node: start, next_edge: 0, index: next_index });
         next_index += 1;
 
         while let Some(frame) = frames.last_mut() {
             let v = frame.node;
             let edges = graph.neighbors(v);
-            assert!(
-                edges.len() < u32::MAX as usize,
-                "node with 2^32 - 1 or more edges"
-            );
+            assert!(edges.len() < u32::MAX as usize, "node with 2^32 - 1 or more edges");
             let mut low = rindex[v as usize];
             let mut i = frame.next_edge as usize;
             let mut child = None;
@@ -91,11 +82,7 @@ pub fn strongly_connected(graph: &impl Adjacency, include: impl Fn(u32) -> bool)
             if let Some(w) = child {
                 frame.next_edge = i as u32;
                 rindex[w as usize] = next_index;
-                frames.push(Frame {
-                    node: w,
-                    next_edge: 0,
-                    index: next_index,
-                });
+                frames.push(Frame { node: w, next_edge: 0, index: next_index });
                 next_index += 1;
                 continue;
             }
@@ -132,10 +119,7 @@ pub fn strongly_connected(graph: &impl Adjacency, include: impl Fn(u32) -> bool)
             *r = n32 - *r;
         }
     }
-    Components {
-        component: rindex,
-        count: n32 - next_component,
-    }
+    Components { component: rindex, count: n32 - next_component }
 }
 
 #[cfg(test)]
@@ -181,10 +165,7 @@ mod tests {
                 parts[k as usize].push(v as u32);
             }
         }
-        assert!(
-            parts.iter().all(|p| !p.is_empty()),
-            "unused component number"
-        );
+        assert!(parts.iter().all(|p| !p.is_empty()), "unused component number");
         canonical(parts)
     }
 
@@ -204,35 +185,20 @@ mod tests {
                 g.add_edge(nodes[a as usize], nodes[b as usize], ());
             }
         }
-        let oracle = if use_tarjan {
-            petgraph::algo::tarjan_scc(&g)
-        } else {
-            petgraph::algo::kosaraju_scc(&g)
-        };
+        let oracle = if use_tarjan { petgraph::algo::tarjan_scc(&g) } else { petgraph::algo::kosaraju_scc(&g) };
         let expected = canonical(
             oracle
                 .into_iter()
-                .map(|c| {
-                    c.into_iter()
-                        .map(|x| x.index() as u32)
-                        .collect::<Vec<u32>>()
-                })
+                .map(|c| c.into_iter().map(|x| x.index() as u32).collect::<Vec<u32>>())
                 .filter(|c| include[c[0] as usize])
                 .collect(),
         );
-        assert_eq!(
-            partition_of(&result),
-            expected,
-            "edges={edges:?} include={include:?}"
-        );
+        assert_eq!(partition_of(&result), expected, "edges={edges:?} include={include:?}");
 
         for &(a, b) in edges {
             if include[a as usize] && include[b as usize] {
                 let (ca, cb) = (result.component[a as usize], result.component[b as usize]);
-                assert!(
-                    ca >= cb,
-                    "edge {a}->{b} goes up from component {ca} to {cb}"
-                );
+                assert!(ca >= cb, "edge {a}->{b} goes up from component {ca} to {cb}");
             }
         }
     }
@@ -260,19 +226,7 @@ mod tests {
     #[test]
     fn small_examples() {
         // 0 <-> 1 -> 2 -> 3 -> 2, 4 alone with a self loop, 5 excluded on the path 1 -> 5 -> 4.
-        let g = Csr::from_edges(
-            6,
-            &[
-                (0, 1),
-                (1, 0),
-                (1, 2),
-                (2, 3),
-                (3, 2),
-                (4, 4),
-                (1, 5),
-                (5, 4),
-            ],
-        );
+        let g = Csr::from_edges(6, &[(0, 1), (1, 0), (1, 2), (2, 3), (3, 2), (4, 4), (1, 5), (5, 4)]);
         let c = strongly_connected(&g, |v| v != 5);
         assert_eq!(c.count, 3);
         assert_eq!(c.component[0], c.component[1]);
@@ -289,12 +243,7 @@ mod tests {
 
     /// Runs `f` on a thread with a 64 KiB stack.
     fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-        std::thread::Builder::new()
-            .stack_size(64 * 1024)
-            .spawn(f)
-            .unwrap()
-            .join()
-            .unwrap();
+        std::thread::Builder::new().stack_size(64 * 1024).spawn(f).unwrap().join().unwrap();
     }
 
     const BIG: u32 = 2_000_000;

@@ -4,8 +4,7 @@
 use fixedbitset::FixedBitSet;
 use petgraph::Direction;
 use petgraph::visit::{
-    GraphBase, GraphRef, IntoNeighbors, IntoNeighborsDirected, IntoNodeIdentifiers, NodeCount, NodeIndexable,
-    Visitable,
+    GraphBase, GraphRef, IntoNeighbors, IntoNeighborsDirected, IntoNodeIdentifiers, NodeCount, NodeIndexable, Visitable,
 };
 
 use super::{Adjacency, Graph};

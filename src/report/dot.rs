@@ -20,7 +20,14 @@ pub enum Direction {
 }
 
 /// The nodes within `depth` edges of `start` in `direction`, at most `max_nodes` of them.
-pub fn dot(heap: &Heap<'_>, analysis: &Analysis, start: u32, direction: Direction, depth: u32, max_nodes: usize) -> String {
+pub fn dot(
+    heap: &Heap<'_>,
+    analysis: &Analysis,
+    start: u32,
+    direction: Direction,
+    depth: u32,
+    max_nodes: usize,
+) -> String {
     let g = &heap.graph;
     let mut level: HashMap<u32, u32> = HashMap::from([(start, 0)]);
     let mut order = vec![start];
@@ -32,10 +39,7 @@ pub fn dot(heap: &Heap<'_>, analysis: &Analysis, start: u32, direction: Directio
             continue;
         }
         let next: Vec<(u32, u32, EdgeKind)> = match direction {
-            Direction::Refs => {
-                let (targets, kinds) = g.edges(v);
-                targets.iter().zip(kinds).map(|(&w, &k)| (v, w, k)).collect()
-            }
+            Direction::Refs => g.edges(v).map(|(w, k)| (v, w, k)).collect(),
             Direction::Backrefs => {
                 let mut from: Vec<u32> = g.retainers(v).to_vec();
                 from.dedup();
@@ -61,7 +65,9 @@ pub fn dot(heap: &Heap<'_>, analysis: &Analysis, start: u32, direction: Directio
     let sources: Vec<u32> = edges.iter().map(|e| e.0).collect();
     let labels = heap.labels(&sources);
 
-    let mut out = String::from("digraph heapsnap {\n  node [shape=box, style=filled, fillcolor=white, fontname=\"monospace\"];\n");
+    let mut out = String::from(
+        "digraph heapsnap {\n  node [shape=box, style=filled, fillcolor=white, fontname=\"monospace\"];\n",
+    );
     for &v in &order {
         let i = v as usize;
         let text = format!(

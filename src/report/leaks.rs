@@ -98,7 +98,8 @@ impl LeakReport {
             objects: report.leaked.objects - report.direct.objects,
             bytes: report.leaked.bytes - report.direct.bytes,
         };
-        report.groups = analysis.leaks.groups.iter().take(options.limit).map(|group| row(heap, group, options)).collect();
+        report.groups =
+            analysis.leaks.groups.iter().take(options.limit).map(|group| row(heap, group, options)).collect();
         report
     }
 
@@ -113,11 +114,8 @@ impl LeakReport {
         }
         let groups = self.groups.len() + self.omitted_groups;
         let cycles = self.groups.iter().filter(|g| g.cycle).count();
-        let mut line = format!(
-            "{} leaked in {groups} group{}",
-            self.leaked.describe(),
-            if groups == 1 { "" } else { "s" }
-        );
+        let mut line =
+            format!("{} leaked in {groups} group{}", self.leaked.describe(), if groups == 1 { "" } else { "s" });
         if cycles > 0 {
             write!(line, " ({cycles} with cycles)").unwrap();
         }
@@ -222,7 +220,13 @@ impl Report for LeakReport {
             out += &omitted(self.omitted_groups, "groups");
             for (i, g) in self.groups.iter().enumerate().filter(|(_, g)| !g.stack.is_empty()) {
                 let frames: Vec<String> = g.stack.iter().map(|f| format!("  - {}", md(f))).collect();
-                write!(out, "\n<details><summary>group {} allocation stack</summary>\n\n{}\n\n</details>\n", i + 1, frames.join("\n")).unwrap();
+                write!(
+                    out,
+                    "\n<details><summary>group {} allocation stack</summary>\n\n{}\n\n</details>\n",
+                    i + 1,
+                    frames.join("\n")
+                )
+                .unwrap();
             }
         }
         out

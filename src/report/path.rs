@@ -90,7 +90,10 @@ impl PathReport {
                 for pair in chain.windows(2) {
                     let kind = g.retaining_kind(pair[0], pair[1]).unwrap_or(EdgeKind::Strong);
                     let label = labels.get(&(pair[0], pair[1], kind)).copied().unwrap_or(Label::None);
-                    steps.push(Step { node: node(pair[1]), via: Some(Via { kind: kind.name(), label: heap.label_name(label) }) });
+                    steps.push(Step {
+                        node: node(pair[1]),
+                        via: Some(Via { kind: kind.name(), label: heap.label_name(label) }),
+                    });
                 }
                 Chain { start, start_name, steps }
             })
@@ -102,7 +105,12 @@ impl PathReport {
         let t = &self.target;
         let mut out = format!(
             "{} #{} at {:#x}: {} ({} shallow, {} retained)\n",
-            escape(&t.type_name), t.id, t.address, self.status, size(t.shallow), size(t.retained)
+            escape(&t.type_name),
+            t.id,
+            t.address,
+            self.status,
+            size(t.shallow),
+            size(t.retained)
         );
         if self.chains.is_empty() {
             out += "no chain leads to it\n";
@@ -118,7 +126,14 @@ impl PathReport {
                         format!("--{}{label}--> ", v.kind)
                     }
                 };
-                writeln!(out, "  {via}{} #{} ({})", escape(&step.node.type_name), step.node.id, size(step.node.retained)).unwrap();
+                writeln!(
+                    out,
+                    "  {via}{} #{} ({})",
+                    escape(&step.node.type_name),
+                    step.node.id,
+                    size(step.node.retained)
+                )
+                .unwrap();
             }
         }
         out

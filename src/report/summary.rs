@@ -90,7 +90,9 @@ impl SummaryReport {
             vec!["edges".to_string(), self.edges.to_string()],
             vec!["roots".to_string(), self.roots.to_string()],
         ];
-        for (what, a) in [("still reachable", self.reachable), ("possibly lost", self.possibly), ("leaked", self.leaked)] {
+        for (what, a) in
+            [("still reachable", self.reachable), ("possibly lost", self.possibly), ("leaked", self.leaked)]
+        {
             rows.push(vec![what.to_string(), a.describe()]);
         }
         rows

@@ -114,7 +114,9 @@ impl TopReport {
 
     fn header(&self) -> (&'static [&'static str], &'static [bool], Vec<Vec<String>>) {
         let key_cells = |rows: &[KeyRow]| -> Vec<Vec<String>> {
-            rows.iter().map(|k| vec![size(k.retained), size(k.shallow), k.objects.to_string(), k.name.clone()]).collect()
+            rows.iter()
+                .map(|k| vec![size(k.retained), size(k.shallow), k.objects.to_string(), k.name.clone()])
+                .collect()
         };
         match (&self.objects, &self.types, &self.sites) {
             (Some(objects), _, _) => (
@@ -122,11 +124,17 @@ impl TopReport {
                 &[true, true, true, false, false],
                 objects
                     .iter()
-                    .map(|o| vec![size(o.retained), size(o.shallow), o.id.to_string(), o.type_name.clone(), o.site.clone()])
+                    .map(|o| {
+                        vec![size(o.retained), size(o.shallow), o.id.to_string(), o.type_name.clone(), o.site.clone()]
+                    })
                     .collect(),
             ),
-            (_, Some(types), _) => (&["retained", "shallow", "objects", "type"], &[true, true, true, false], key_cells(types)),
-            (_, _, Some(sites)) => (&["retained", "shallow", "objects", "site"], &[true, true, true, false], key_cells(sites)),
+            (_, Some(types), _) => {
+                (&["retained", "shallow", "objects", "type"], &[true, true, true, false], key_cells(types))
+            }
+            (_, _, Some(sites)) => {
+                (&["retained", "shallow", "objects", "site"], &[true, true, true, false], key_cells(sites))
+            }
             _ => (&[], &[], Vec::new()),
         }
     }
@@ -142,9 +150,8 @@ impl TopReport {
 }
 
 fn key_rows(totals: impl Iterator<Item = (String, KeyTotal)>, limit: usize) -> (Vec<KeyRow>, usize) {
-    let mut rows: Vec<KeyRow> = totals
-        .map(|(name, t)| KeyRow { name, objects: t.objects, shallow: t.shallow, retained: t.retained })
-        .collect();
+    let mut rows: Vec<KeyRow> =
+        totals.map(|(name, t)| KeyRow { name, objects: t.objects, shallow: t.shallow, retained: t.retained }).collect();
     rows.sort_by(|a, b| b.retained.cmp(&a.retained).then(b.shallow.cmp(&a.shallow)).then(a.name.cmp(&b.name)));
     let cut = rows.len().saturating_sub(limit);
     rows.truncate(limit);

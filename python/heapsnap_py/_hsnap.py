@@ -1,0 +1,158 @@
+"""Low-level `.hsnap` encoding: varints, records and chunk framing.
+
+Everything here follows ``formats/hsnap.md`` (version 1.0).  The writer keeps
+one buffer per record kind and flushes a buffer as one chunk once it holds
+about ``FLUSH_BYTES``; records never span chunks because callers only ever
+append whole records.
+"""
+
+import struct
+import zlib
+
+MAGIC = b"\x89HSNAP\r\n"
+MAJOR = 1
+MINOR = 0
+HEADER = MAGIC + struct.pack("<HHI", MAJOR, MINOR, 0)
+
+# Compiled once: struct.pack(fmt) would add to the struct module's cache, which
+# is a heap object, while a snapshot is being taken.
+_U32LE = struct.Struct("<I")
+
+FLUSH_BYTES = 1 << 20          # ~1 MiB chunks
+MAX_CHUNK = 64 << 20           # spec: writers keep chunks at most 64 MiB
+
+_U64 = (1 << 64) - 1
+
+# Encodings of 0..127 (one byte each), used by uvarint() and by callers.
+BYTE = tuple(bytes((i,)) for i in range(256))
+
+
+def uvarint(v):
+    """Unsigned LEB128, shortest form.  0 <= v < 2**64."""
+    if v < 0x80:
+        if v < 0:
+            raise ValueError("uvarint of a negative value")
+        return BYTE[v]
+    if v > _U64:
+        raise ValueError("uvarint wider than 64 bits")
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def wrap_signed(v):
+    """Reduce v modulo 2**64 and read it as a signed 64-bit value."""
+    v &= _U64
+    return v - (1 << 64) if v >> 63 else v
+
+
+def zigzag(v):
+    """(v << 1) ^ (v >> 63) for a signed 64-bit v (v is wrapped first)."""
+    v = wrap_signed(v)
+    return (v << 1) if v >= 0 else ((-v) << 1) - 1
+
+
+def svarint(v):
+    return uvarint(zigzag(v))
+
+
+def bytes_field(b):
+    return uvarint(len(b)) + b
+
+
+def chunk(tag, payload):
+    """One framed chunk: tag, u32 length, payload, u32 CRC-32 of all three."""
+    if len(tag) != 4:
+        raise ValueError("chunk tags are 4 bytes")
+    if len(payload) > MAX_CHUNK:
+        raise ValueError("chunk larger than 64 MiB")
+    head = tag + _U32LE.pack(len(payload))
+    crc = zlib.crc32(payload, zlib.crc32(head))
+    return head + payload + _U32LE.pack(crc)
+
+
+# Record kinds in the order DONE counts them.
+DONE_ORDER = (b"STRS", b"TYPE", b"MODS", b"FRMS", b"STKS", b"NODE", b"EDGE", b"ROOT")
+
+
+class Writer:
+    """Streams chunks to a binary file object.
+
+    ``add(tag, data, records, items)`` appends ``data`` (which must be a
+    concatenation of whole records of kind ``tag``) to that kind's buffer;
+    ``records`` is the number of records in it and ``items`` what DONE counts
+    for it (equal to ``records`` except for EDGE, where DONE counts single
+    edges).  Small additions are coalesced; a buffer reaching FLUSH_BYTES is
+    written out as one chunk.
+    """
+
+    def __init__(self, f, flush_bytes=FLUSH_BYTES):
+        self.f = f
+        self.flush_bytes = flush_bytes
+        self.bufs = {}
+        self.counts = dict.fromkeys(DONE_ORDER, 0)
+        self.bytes_written = 0
+        self.chunks = 0
+        self.f.write(HEADER)
+        self.bytes_written += len(HEADER)
+
+    def _emit(self, tag, payload):
+        c = chunk(tag, payload)
+        self.f.write(c)
+        self.bytes_written += len(c)
+        self.chunks += 1
+
+    def add(self, tag, data, items=1):
+        buf = self.bufs.get(tag)
+        if buf is None:
+            buf = self.bufs[tag] = bytearray()
+        if buf and len(buf) + len(data) > MAX_CHUNK // 2:
+            self.flush(tag)
+        if not buf and len(data) >= self.flush_bytes:
+            self._emit(tag, data)          # big enough: a chunk of its own
+        else:
+            buf += data
+            if len(buf) >= self.flush_bytes:
+                self.flush(tag)
+        self.counts[tag] = self.counts.get(tag, 0) + items
+
+    def add_records(self, tag, records, items):
+        """Add an iterable/list of whole records (bytes), splitting between
+        records when the total would make an oversized chunk."""
+        if not isinstance(records, list):
+            records = list(records)
+        total = sum(map(len, records))
+        if total <= MAX_CHUNK // 4:
+            self.add(tag, b"".join(records), items)
+            return
+        # Rare: a huge batch.  Cut it into pieces of whole records.
+        piece = []
+        size = 0
+        for r in records:
+            if size and size + len(r) > self.flush_bytes:
+                self.add(tag, b"".join(piece), 0)
+                piece = []
+                size = 0
+            piece.append(r)
+            size += len(r)
+        self.add(tag, b"".join(piece), 0)
+        self.counts[tag] += items
+
+    def flush(self, tag):
+        buf = self.bufs.get(tag)
+        if buf:
+            self._emit(tag, bytes(buf))
+            buf.clear()
+
+    def flush_all(self, order=None):
+        for tag in order or list(self.bufs):
+            self.flush(tag)
+
+    def finish(self):
+        """Flush every buffer (strings and types first) and write DONE."""
+        self.flush_all([t for t in DONE_ORDER if t in self.bufs] +
+                       [t for t in self.bufs if t not in DONE_ORDER])
+        self._emit(b"DONE", b"".join(uvarint(self.counts[t]) for t in DONE_ORDER))
