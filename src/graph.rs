@@ -58,14 +58,14 @@ fn load_edges(
     }
     let bar = progress.bar("edges", total * 2);
     let laid_out = lay_out(node_count, |emit| {
-        for (i, edge) in snap.edges().enumerate() {
-            let (from, edge) = edge?;
+        let mut count = 0u32;
+        snap.edges().visit(|from, edge| {
             emit(from, edge.to, edge.kind);
-            if i % 65536 == 0 {
+            count = count.wrapping_add(1);
+            if count % 65536 == 0 {
                 bar.inc(65536);
             }
-        }
-        Ok(())
+        })
     });
     bar.finish_and_clear();
     laid_out

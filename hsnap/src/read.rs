@@ -517,6 +517,14 @@ fn frame(i: In<'_>) -> Res<'_, Frame> {
     }
 }
 
+/// The next varint of `rest`, which moves past it.
+#[inline(always)]
+fn next_varint(rest: &mut &[u8]) -> Option<u64> {
+    let (value, n) = varint::get_u(rest).ok()?;
+    *rest = &rest[n..];
+    Some(value)
+}
+
 /// Decodes node records in file order, checking each, and at the end their number.
 pub struct NodeIter<'s, 'a> {
     snap: &'s Snapshot<'a>,
@@ -639,7 +647,66 @@ impl<'a> EdgeIter<'_, 'a> {
         Ok((after, Edge { to: to as u32, kind, label }))
     }
 
+    /// Calls `f` with every remaining edge: the same checks as iterating, in a tighter loop.
+    pub fn visit(mut self, mut f: impl FnMut(u32, Edge)) -> Result<(), FormatError> {
+        loop {
+            while let Some((from, edge)) = self.fast() {
+                f(from, edge);
+            }
+            match self.next() {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(e),
+                Some(Ok((from, edge))) => f(from, edge),
+            }
+        }
+    }
+
+    /// The common case, decoded with plain varints and no error plumbing: an edge inside a
+    /// well-formed record. Anything unusual returns `None` with no state changed, and
+    /// [`EdgeIter::next_edge`] decodes it again on the careful path that explains failures.
+    #[inline(always)]
+    fn fast(&mut self) -> Option<(u32, Edge)> {
+        let nodes = self.snap.counts.nodes;
+        let mut rest = self.rest;
+        let (mut from, mut left) = (self.from, self.left);
+        if left == 0 {
+            let f = (from as i64).wrapping_add(unzigzag(next_varint(&mut rest)?));
+            left = next_varint(&mut rest)?;
+            if f < 0 || f as u64 >= nodes || left == 0 {
+                return None;
+            }
+            from = f as u32;
+        }
+        let head = next_varint(&mut rest)?;
+        let to = (from as i64).wrapping_add(unzigzag(head >> 3));
+        let kind = EdgeKind::from_bits(head >> 1 & 3)?;
+        if to < 0 || to as u64 >= nodes {
+            return None;
+        }
+        let label = if head & 1 == 0 {
+            Label::None
+        } else {
+            let label = next_varint(&mut rest)?;
+            match label & 3 {
+                0 if (label >> 2) < self.snap.strings.len() as u64 => Label::Name((label >> 2) as u32),
+                1 => Label::Index(label >> 2),
+                2 => Label::Offset(label >> 2),
+                _ => return None,
+            }
+        };
+        left -= 1;
+        if (left > 0 && rest.is_empty()) || self.seen >= self.snap.counts.edges {
+            return None;
+        }
+        (self.rest, self.from, self.left) = (rest, from, left);
+        self.seen += 1;
+        Some((from, Edge { to: to as u32, kind, label }))
+    }
+
     fn next_edge(&mut self) -> Result<(u32, Edge), FormatError> {
+        if let Some(item) = self.fast() {
+            return Ok(item);
+        }
         if self.left == 0 {
             let (rest, ()) = self.record_head(self.rest).map_err(|e| self.snap.error(e))?;
             self.rest = rest;

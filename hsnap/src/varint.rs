@@ -40,7 +40,7 @@ pub enum VarintError {
 }
 
 /// Reads one varint from the start of `input`: the value and the bytes it took.
-#[inline]
+#[inline(always)]
 pub fn get_u(input: &[u8]) -> Result<(u64, usize), VarintError> {
     let mut value = 0u64;
     for (i, &byte) in input.iter().enumerate().take(MAX_LEN) {

@@ -1,33 +1,39 @@
 """Capture the calling interpreter's heap as an `.hsnap` graph.
 
-How the graph is decided (README.md explains why):
+What the graph holds (README.md explains why):
 
 * Nodes: every object ``gc.get_objects()`` returns (the *tracked* objects),
   plus every object reachable from them through ``gc.get_referents`` that is
   not in that list (untracked objects: str, int, float, bytes, atomic tuples
   and dicts, static types, objects frozen with ``gc.freeze()``), transitively.
-* Edges: exactly ``gc.get_referents(o)`` for every node, all *strong*, with
-  labels where cheap (list/tuple index, str dict key, ``__dict__``).
+* Edges: exactly ``gc.get_referents(o)`` for every node, in its order, all
+  *strong*, labelled where cheap (list/tuple index, str dict key, the
+  ``__dict__`` of an instance or module).
 * Roots, decided as the cycle collector decides them: a tracked object is a
   root when its reference count exceeds the references it gets from other
   tracked objects (gc_refs > 0).  An untracked node is a root when its
   reference count exceeds the references it gets from all nodes (something
-  outside the graph holds it).  Immortal (3.12+) objects are roots by the
-  same rule (their count is huge); frozen objects are roots.  So the tracked
-  nodes that the roots cannot reach are exactly the cyclic garbage that
+  outside the graph holds it).  Immortal objects (3.12+) are roots by the same
+  rule, their counts being huge; frozen objects are roots.  So the tracked
+  nodes the roots cannot reach are exactly the cyclic garbage that
   ``gc.collect()`` would find at that moment, and the unreachable untracked
   nodes are what would be freed along with it.
 
-Working data is kept in untracked forms (``array.array``, ints, bytes) or in
-containers created *after* ``gc.get_objects()``, which no heap object refers
-to, so it never enters the graph.  References are counted by the interpreter
-itself: holding the list of all referents raises each object's reference count
-by the number of times it is referenced, so ``sys.getrefcount`` before and
-after gives the in-graph count of every object in two C-speed passes.
+How it stays out of its own way: working data lives in untracked forms
+(``array.array``, ints, bytes) or in containers created *after*
+``gc.get_objects()``, which no heap object refers to, so none of it enters the
+graph.  References are counted by the interpreter itself: holding the list of
+all referents raises each object's reference count by the number of times it
+is referenced, so ``sys.getrefcount`` before and after gives every object's
+in-graph count in two C-speed passes.
 
-Address -> node index lookups use a two-level direct-mapped table (256 KiB
-address regions, one 32-bit slot per 16 bytes): a quarter of the address span
-the heap occupies, instead of ~100 bytes per node for a dict.
+How it stays fast in pure Python: every per-object and per-edge step is a
+chain of C-level ``map``/``compress``/``array`` operations, never a Python
+loop.  Address -> node index lookups use a two-level direct-mapped table (256
+KiB address regions, one 32-bit slot per 16 bytes; objects are at least 16
+bytes apart), which costs a quarter of the address span the heap occupies
+instead of ~100 bytes per node for a dict; the same table, read region by
+region, yields the nodes in address order without sorting.
 """
 
 import gc
@@ -35,15 +41,15 @@ import struct
 import sys
 import time
 from array import array
-from bisect import bisect_right
 from collections import deque
 from itertools import accumulate, chain, compress, islice, repeat
-from operator import add, and_, eq, getitem, gt, is_, mul, not_, rshift, setitem, sub
+from operator import add, attrgetter, eq, ge, getitem, gt, is_, mul, not_, rshift, setitem, sub
+from operator import and_
 
 from . import _hsnap
-from ._hsnap import uvarint, bytes_field
+from ._hsnap import bytes_field, uvarint
 
-try:  # only used to tell whether a dict referent is an instance's __dict__
+try:  # only used to tell whether a dict referent is an object's __dict__
     import ctypes as _ctypes
 except Exception:  # pragma: no cover - ctypes missing on this build
     _ctypes = None
@@ -54,22 +60,23 @@ _getsizeof = sys.getsizeof
 _is_tracked = gc.is_tracked
 
 REGION_BITS = 18                    # 256 KiB address regions
-SLOT_SHIFT = 4                      # one slot per 16 bytes (objects are >= 16 bytes)
+SLOT_SHIFT = 4                      # one slot per 16 bytes
 SLOTS = 1 << (REGION_BITS - SLOT_SHIFT)
 SLOT_MASK = SLOTS - 1
 OWN = 0xFFFFFFFF                    # slot marker: the exporter's own objects
-TMP = 0x80000000                    # temporary slot values during discovery
+TMP = 0x80000000                    # temporary slot values while deduplicating
 BLOCK = 1 << 16                     # referents per discovery step
 BATCH = 1 << 15                     # nodes per NODE/EDGE batch
-LABEL_INDEX_MAX = 1 << 16           # list/tuple elements: labelled up to this length
-HUGE_SOURCE = 1 << 20               # edges per record at most
-CACHE_CAP = 1 << 17                 # bound on each encoding cache
+LABEL_INDEX_MAX = 1 << 16           # lists/tuples longer than this: unlabelled
+HUGE_SOURCE = 1 << 20               # a source with more edges: several records
+CACHE_CAP = 1 << 16                 # bound on each encoding cache
 
 _IMMORTAL = sys.version_info >= (3, 12)
 _IMMORTAL_RC = 1 << 30
 _is_immortal = getattr(sys, "_is_immortal", None)
 _PTR = struct.calcsize("P")
 _TPFLAGS_MANAGED_DICT = 1 << 4      # 3.11+
+_TPFLAGS_HEAPTYPE = 1 << 9
 
 # Type attributes are read through `type`'s own descriptors so that a
 # metaclass cannot run code while we look.
@@ -82,6 +89,7 @@ _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 _U32 = "I" if array("I").itemsize == 4 else "L"
 
 CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST = 0, 1, 2, 3
+_ROOT_TAIL = b"\x04\x00\x00"        # kind 4 (gc root), flags 0, no name
 
 
 def _seq_order(t):
@@ -96,9 +104,22 @@ def _seq_order(t):
     return 0
 
 
-_SEQ_ORDER = {list: _seq_order(list), tuple: _seq_order(tuple)}
-_ROOT_TAIL = b"\x04\x00\x00"        # kind 4 (gc root), flags 0, no name
+def _dict_order():
+    """True if a str-keyed dict's referents are its values in order, and a
+    general dict's are value, key, value, key..."""
+    x, y = [0], [1]
+    ok = _get_referents({"a": x, "b": y}) == [x, y]
+    r = _get_referents({"a": x, 1: y})
+    return ok and len(r) == 4 and r[0] is x and r[1] == "a" and r[2] is y and r[3] == 1
 
+
+_SEQ_ORDER = {list: _seq_order(list), tuple: _seq_order(tuple)}
+_DICT_OK = _dict_order()
+
+
+# ---------------------------------------------------------------------------
+# Address table
+# ---------------------------------------------------------------------------
 
 class _Regions(dict):
     """region number -> array of SLOTS 32-bit slots (0 = nothing stored)."""
@@ -125,26 +146,111 @@ def _store(reg, addrs, values):
               values), maxlen=0)
 
 
-class _Cache(dict):
-    """A dict that computes a missing value with `fn`, keeping at most `cap`."""
+# ---------------------------------------------------------------------------
+# Encoding caches: C-speed dict hits, Python only on a miss
+# ---------------------------------------------------------------------------
 
-    __slots__ = ("fn", "cap")
+def _small_table():
+    """uvarint encodings of 0 .. 2**14 - 1."""
+    t = [bytes((v,)) for v in range(128)]
+    t.extend(bytes(((v & 0x7F) | 0x80, v >> 7)) for v in range(128, 1 << 14))
+    return t
 
-    def __init__(self, fn, cap=CACHE_CAP):
+
+class _Head(dict):
+    """(to + 1 - from) -> encoded edge head, kind strong, has_label = lab."""
+
+    __slots__ = ("lab", "T")
+
+    def __init__(self, lab, T):
+        dict.__init__(self)
+        self.lab = lab
+        self.T = T
+
+    def __missing__(self, k):
+        d = k - 1
+        v = ((d << 4) if d >= 0 else (((-d) << 4) - 8)) | self.lab
+        b = self.T[v] if v < 16384 else uvarint(v)
+        if len(self) < CACHE_CAP:
+            self[k] = b
+        return b
+
+
+class _HeadK(dict):
+    """2 * (to + 1 - from) + has_label -> encoded edge head, kind strong."""
+
+    __slots__ = ("T",)
+
+    def __init__(self, T):
+        dict.__init__(self)
+        self.T = T
+
+    def __missing__(self, k2):
+        d = (k2 >> 1) - 1
+        v = ((d << 4) if d >= 0 else (((-d) << 4) - 8)) | (k2 & 1)
+        b = self.T[v] if v < 16384 else uvarint(v)
+        if len(self) < CACHE_CAP:
+            self[k2] = b
+        return b
+
+
+class _Pre(dict):
+    """identity delta -> svarint(delta) twice (identity and address)."""
+
+    __slots__ = ("T",)
+
+    def __init__(self, T):
+        dict.__init__(self)
+        self.T = T
+
+    def __missing__(self, d):
+        v = (d << 1) if d >= 0 else ((-d) << 1) - 1
+        b = self.T[v] if v < 16384 else uvarint(v)
+        b += b
+        if len(self) < CACHE_CAP:
+            self[d] = b
+        return b
+
+
+class _Suf(dict):
+    """(size, type[, flags]) -> size, type, stack 0, flags."""
+
+    __slots__ = ("T",)
+
+    def __init__(self, T):
+        dict.__init__(self)
+        self.T = T
+
+    def __missing__(self, key):
+        T = self.T
+        size, tid = key[0], key[1]
+        flags = key[2] if len(key) > 2 else 0
+        b = ((T[size] if size < 16384 else uvarint(size)) +
+             (T[tid] if tid < 16384 else uvarint(tid)) + b"\x00" + T[flags])
+        if len(self) < CACHE_CAP:
+            self[key] = b
+        return b
+
+
+class _Fn(dict):
+    """A dict that computes a missing value with `fn`, keeping at most CACHE_CAP."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn):
         dict.__init__(self)
         self.fn = fn
-        self.cap = cap
 
     def __missing__(self, k):
         v = self.fn(k)
-        if len(self) < self.cap:
+        if len(self) < CACHE_CAP:
             self[k] = v
         return v
 
 
-def _zz(v):
-    return (v << 1) if v >= 0 else ((-v) << 1) - 1
-
+# ---------------------------------------------------------------------------
+# Small helpers
+# ---------------------------------------------------------------------------
 
 def _calibrate():
     """References that map(sys.getrefcount, a_list) counts beyond the list's own."""
@@ -155,7 +261,7 @@ def _calibrate():
 
 
 def type_name(t):
-    """`module.Qualname`, bare for builtins."""
+    """`module.Qualname` of a type, bare for builtins."""
     qn = mod = None
     try:
         qn = _type_qualname(t)
@@ -175,17 +281,33 @@ def type_name(t):
     return mod + "." + qn
 
 
-def _inst_dict_mode(t):
-    """How to find an instance's dict pointer: (True, 0) managed, (False, off), or None."""
+def _safe_sizeof(o):
+    try:
+        return _getsizeof(o)
+    except Exception:
+        return 0
+
+
+def _dict_slot(t):
+    """(delta, back) for objects of type t that have an instance dict:
+    the dict pointer is at id(o) + delta, and when present the dict is the
+    back-th referent from the end (heap types: just before the type itself;
+    modules: last).  None when t has no dict we can find cheaply."""
     try:
         flags = _type_flags(t)
         off = _type_dictoffset(t)
     except Exception:
         return None
+    if flags & _TPFLAGS_HEAPTYPE:
+        back = 2
+    elif isinstance(t, type) and issubclass(t, type(sys)) and off > 0:
+        back = 1                                   # module objects
+    else:
+        return None
     if sys.version_info >= (3, 11) and flags & _TPFLAGS_MANAGED_DICT:
-        return (True, 0)
+        return (-3 * _PTR, back)
     if off > 0:
-        return (False, off)
+        return (off, back)
     return None
 
 
@@ -193,39 +315,33 @@ class _Probe:
     """Checks the instance-dict layout assumptions once, at import."""
 
 
-def _make_dict_reader():
-    """f(obj, mode) -> address stored in obj's dict slot; None if unusable."""
+def _make_word_reader():
+    """C-level f(address) -> ctypes word (use .value); None if unusable."""
     if _ctypes is None:
         return None
     try:
         word = _ctypes.c_size_t.from_address
     except Exception:  # pragma: no cover
         return None
-    tagged = sys.version_info[:2] == (3, 12)    # 3.12: dict-or-values, values tagged 1
-
-    def read(obj, mode):
-        managed, off = mode
-        if managed:
-            v = word(id(obj) - 3 * _PTR).value
-            if tagged and v & 1:
-                return 0
-            return v
-        return word(id(obj) + off).value
-
     p = _Probe()
     q = _Probe()
     p.a = q.a = 1
-    d = p.__dict__                  # materialized; q's stays inline on 3.11+
-    mode = _inst_dict_mode(_Probe)
+    d = p.__dict__                 # materialized; q's values stay inline on 3.11+
+    s = _dict_slot(_Probe)
     try:
-        ok = (mode is not None and read(p, mode) == id(d)
-              and read(q, mode) not in (id(d), id(q)))
+        ok = (s is not None and word(id(p) + s[0]).value == id(d)
+              and word(id(q) + s[0]).value != id(d)
+              and _get_referents(p)[-s[1]] is d and _get_referents(p)[-1] is _Probe)
+        m = type(sys)("_heapsnap_probe")
+        sm = _dict_slot(type(m))
+        ok = ok and sm is not None and word(id(m) + sm[0]).value == id(m.__dict__) \
+            and _get_referents(m)[-sm[1]] is m.__dict__
     except Exception:  # pragma: no cover
         ok = False
-    return read if ok else None
+    return word if ok else None
 
 
-_DICT_READ = _make_dict_reader()
+_WORD = _make_word_reader()
 
 
 class Stats:
@@ -238,6 +354,10 @@ class Stats:
         return "Stats(%s)" % ", ".join("%s=%r" % kv for kv in sorted(self.__dict__.items()))
 
 
+# ---------------------------------------------------------------------------
+# Capture
+# ---------------------------------------------------------------------------
+
 def capture(f, labels=True, meta=()):
     """Write an .hsnap of this interpreter's heap to the binary file `f`.
 
@@ -245,12 +365,12 @@ def capture(f, labels=True, meta=()):
     """
     t0 = time.perf_counter()
     extra = _calibrate()
-    dict_read = _DICT_READ if labels else None
     objs = gc.get_objects()
     graph = _discover(objs, extra)
+    del objs
     t1 = time.perf_counter()
-    ex = _Exporter(f, graph, labels, dict_read)
-    graph = None
+    ex = _Exporter(f, graph, labels)
+    del graph
     try:
         ex.write(meta)
         s = ex.stats
@@ -263,10 +383,10 @@ def capture(f, labels=True, meta=()):
 
 
 def _discover(objs, extra):
-    """Find the nodes and roots.  Consumes `objs` (the get_objects() list).
+    """Find the nodes and roots.  Empties `objs` (the get_objects() list).
 
-    Returns (nodes in address order, address table, root addresses,
-    frozen addresses, number of tracked nodes)."""
+    Returns (nodes in address order, address table, empty region, root
+    addresses, frozen addresses, number of tracked nodes)."""
     # -- 1. gc_refs of tracked objects -----------------------------------
     objs.sort(key=id)
     n = len(objs)
@@ -277,21 +397,38 @@ def _discover(objs, extra):
     root_mask = array("b", map(gt, map(sub, map(add, rc_b, rc_b), rc_a), repeat(1 + extra)))
     del rc_a, rc_b
 
-    # -- 2. address table, untracked nodes (transitively) ----------------
+    # -- 2. address table; untracked nodes, transitively -----------------
     reg = _Regions()
     empty = array(_U32, bytes(4 * SLOTS))
     _store(reg, array("Q", map(id, objs)), range(1, n + 1))
     own = array("Q", map(id, (objs, flat, reg, empty, root_mask)))
     _store(reg, own, repeat(OWN))
 
-    ulist = []          # untracked nodes; table value n+1+i
+    ulist = []          # untracked nodes; table value n + 1 + i
     flats = [flat]      # every referent list stays alive until counted
-    frontier = flat
+    if gc.get_freeze_count() == 0:
+        # Round one: the untracked referents of tracked objects.  No table
+        # lookups needed to find them; one seen once is its own only copy.
+        # one reference each from: its holder, `flat`, the block slice, the
+        # candidate list, plus what map(getrefcount) adds
+        single_rc = 4 + extra
+        multi = {}
+        for b in range(0, len(flat), BLOCK):
+            _untracked_block(flat[b:b + BLOCK], single_rc, ulist, multi)
+        ulist.extend(multi.values())
+        multi.clear()
+        _store(reg, array("Q", map(id, ulist)), range(n + 1, n + 1 + len(ulist)))
+        frontier = _get_referents(*ulist)
+        flats.append(frontier)
+    else:
+        frontier = flat          # frozen objects exist: find them by lookups
+    # Later rounds (and everything when objects are frozen): the referents
+    # not in the table yet.
     while frontier:
         found = []
         for b in range(0, len(frontier), BLOCK):
-            _discover_block(reg, empty, frontier[b:b + BLOCK], n + len(ulist) + len(found) + 1,
-                            found)
+            _new_block(reg, empty, frontier[b:b + BLOCK], n + len(ulist) + len(found) + 1,
+                       found)
         if not found:
             break
         ulist.extend(found)
@@ -310,12 +447,13 @@ def _discover(objs, extra):
     del ru_a, ru_b
     # Objects frozen by gc.freeze() are tracked but not in get_objects():
     # the collector never frees them, so they are roots.
-    frozen = array("b", map(_is_tracked, ulist))
     frozen_ids = set()
-    if any(frozen):
-        frozen_ids = set(map(id, compress(ulist, frozen)))
-        uroot_mask = array("b", map(max, uroot_mask, frozen))
-    del frozen
+    if gc.get_freeze_count():
+        frozen = array("b", map(_is_tracked, ulist))
+        if any(frozen):
+            frozen_ids = set(map(id, compress(ulist, frozen)))
+            uroot_mask = array("b", map(max, uroot_mask, frozen))
+        del frozen
 
     root_ids = array("Q", map(id, compress(objs, root_mask)))
     root_ids.extend(map(id, compress(ulist, uroot_mask)))
@@ -338,20 +476,36 @@ def _discover(objs, extra):
             del reg[r]
             continue
         k = len(pos)
-        # the table now maps an address to final index + 1
-        deque(map(setitem, repeat(a), list(compress(slot_range, a)), range(nxt, nxt + k)),
-              maxlen=0)
+        # from now on the table maps an address to its node index + 1
+        deque(map(setitem, repeat(a), compress(slot_range, a), range(nxt, nxt + k)), maxlen=0)
         nxt += k
         nodes.extend(map(objs.__getitem__, map(sub, pos, repeat(1))))
+    del pos
     if len(nodes) != len(objs):  # pragma: no cover - would be a bug
         raise AssertionError("address table lost nodes: %d != %d" % (len(nodes), len(objs)))
     objs.clear()
     return nodes, reg, empty, root_ids, frozen_ids, n_tracked
 
 
-def _discover_block(reg, empty, part, base, found):
+def _untracked_block(part, single_rc, out, multi):
+    """Round one: the untracked objects among `part`, a slice of the tracked
+    objects' referents.  Those referenced once in all (count == single_rc
+    while `part`, the full list and the candidate list each hold them) go
+    straight to `out`; the others are deduplicated in `multi` (id -> obj)."""
+    cand = array("b", map(not_, map(_is_tracked, part)))
+    if not any(cand):
+        return
+    cobjs = list(compress(part, cand))
+    single = array("b", map(eq, map(_getrefcount, cobjs), repeat(single_rc)))
+    out.extend(compress(cobjs, single))
+    if not all(single):
+        mobjs = list(compress(cobjs, map(not_, single)))
+        multi.update(zip(map(id, mobjs), mobjs))
+
+
+def _new_block(reg, empty, part, base, found):
     """Append to `found` the objects of `part` not yet in the table, once
-    each, giving them table values base, base+1, ..."""
+    each, giving them table values base, base + 1, ..."""
     addrs = array("Q", map(id, part))
     cand = array("b", map(not_, _lookup(reg, addrs, empty)))
     if not any(cand):
@@ -368,38 +522,39 @@ def _discover_block(reg, empty, part, base, found):
 
 
 class _Exporter:
-    def __init__(self, f, graph, labels, dict_read):
+    def __init__(self, f, graph, labels):
         self.nodes, self.reg, self.empty, self.root_ids, self.frozen_ids, self.n_tracked = graph
         self.w = _hsnap.Writer(f)
         self.labels = labels
-        self.dict_read = dict_read
+        self.word = _WORD if labels else None
         self.strids = {}
         self.tids = {}       # id(type) -> type id
         self.tcat = {}       # id(type) -> edge category
-        self.tmode = {}      # id(type) -> instance-dict mode
+        self.tslot = {}      # id(type) -> (dict pointer delta, back) for CAT_INST
         self.tname = {}      # name -> type id (types of one name share a record)
         self.prev_src = 0
         self.dropped = 0
-        self.PRE = _Cache(self._pre)
-        self.SUF = _Cache(self._suf)
-        self.HEAD0 = _Cache(lambda k: uvarint(_zz(k - 1) << 3))
-        self.HEAD1 = _Cache(lambda k: uvarint((_zz(k - 1) << 3) | 1))
-        self.HEADB = _Cache(lambda k: (self.HEAD0[k], self.HEAD1[k]))
-        self.LABENC = _Cache(lambda v: uvarint(v) if v else b"")
-        self.PFX = _Cache(lambda key: uvarint(_zz(key[0])) + uvarint(key[1]))
-        self.KLAB = _Cache(self._key_label)
+        T = self.T = _small_table()
+        self.PRE = _Pre(T)
+        self.SUF = _Suf(T)
+        self.HEAD0 = _Head(0, T)
+        self.HEAD1 = _Head(1, T)
+        self.HEADK = _HeadK(T)
+        self.PFX = _Fn(self._pfx)
+        self.KLAB = _Fn(self._key_label)
+        self.LABENC = _Fn(self._label)
         self.LIDX = [uvarint((i << 2) | 1) for i in range(256)]
 
-    # -- encodings -------------------------------------------------------
-    @staticmethod
-    def _pre(d):                       # identity delta, address delta
-        e = uvarint(_zz(d))
-        return e + e
+    # -- encodings ---------------------------------------------------------
+    def _pfx(self, key):               # EDGE record: from delta, count
+        d, c = key
+        v = (d << 1) if d >= 0 else ((-d) << 1) - 1
+        T = self.T
+        return (T[v] if v < 16384 else uvarint(v)) + (T[c] if c < 16384 else uvarint(c))
 
     @staticmethod
-    def _suf(key):                     # size, type, stack 0, flags
-        size, tid, flags = key
-        return uvarint(size) + uvarint(tid) + b"\x00" + uvarint(flags)
+    def _label(v):
+        return uvarint(v) if v else b""
 
     def strid(self, s, cache=True):
         sid = self.strids.get(s)
@@ -428,12 +583,12 @@ class _Exporter:
             if self.labels:
                 if (t is list or t is tuple) and _SEQ_ORDER[t] != 0:
                     cat = CAT_SEQ
-                elif t is dict:
+                elif t is dict and _DICT_OK:
                     cat = CAT_DICT
-                elif self.dict_read is not None:
-                    mode = _inst_dict_mode(t)
-                    if mode is not None:
-                        self.tmode[id(t)] = mode
+                elif self.word is not None:
+                    slot = _dict_slot(t)
+                    if slot is not None:
+                        self.tslot[id(t)] = slot
                         cat = CAT_INST
             self.tcat[id(t)] = cat
 
@@ -448,16 +603,20 @@ class _Exporter:
         prev_id = 0
         frozen_ids = self.frozen_ids
         need_flags = _IMMORTAL or bool(frozen_ids)
+        tids = self.tids
+        PRE = self.PRE.__getitem__
+        SUF = self.SUF.__getitem__
         for b0 in range(0, N, BATCH):
             batch = nodes[b0:b0 + BATCH]
             ids = array("Q", map(id, batch))
             ts = list(map(type, batch))
             tkeys = array("Q", map(id, ts))
             try:
-                tl = array("q", map(self.tids.__getitem__, tkeys))
+                tl = array("q", map(tids.__getitem__, tkeys))
             except KeyError:
                 self._register_types(ts)
-                tl = array("q", map(self.tids.__getitem__, tkeys))
+                tl = array("q", map(tids.__getitem__, tkeys))
+            del ts
             try:
                 sizes = array("q", map(_getsizeof, batch))
             except Exception:
@@ -471,14 +630,14 @@ class _Exporter:
                     imm = repeat(False)
                 if frozen_ids:
                     imm = map(max, imm, map(frozen_ids.__contains__, ids))
-                flags = array("b", map(mul, imm, repeat(2)))
+                keys = zip(sizes, tl, map(mul, imm, repeat(2)))
             else:
-                flags = repeat(0)
+                keys = zip(sizes, tl)
             w.add(b"NODE", b"".join(chain.from_iterable(zip(
-                map(self.PRE.__getitem__, map(sub, ids, chain((prev_id,), ids))),
-                map(self.SUF.__getitem__, zip(sizes, tl, flags))))), len(batch))
+                map(PRE, map(sub, ids, chain((prev_id,), ids))),
+                map(SUF, keys)))), len(batch))
             prev_id = ids[-1]
-            del ids, tl, sizes, flags
+            del ids, tl, sizes, keys
             self._edges(batch, b0, tkeys)
         self.nodes = None
         del batch, nodes
@@ -494,33 +653,36 @@ class _Exporter:
             return
         rt = _lookup(self.reg, self.root_ids, self.empty)
         rt = sorted(set(compress(rt, rt)))
+        T = self.T
         for s in range(0, len(rt), BATCH):
             part = rt[s:s + BATCH]
-            self.w.add(b"ROOT", b"".join(map(add, map(uvarint, map(sub, part, repeat(1))),
-                                             repeat(_ROOT_TAIL))), len(part))
+            enc = [T[i - 1] if i <= 16384 else uvarint(i - 1) for i in part]
+            self.w.add(b"ROOT", b"".join(map(add, enc, repeat(_ROOT_TAIL))), len(part))
 
     # -- edges -------------------------------------------------------------
     def _edges(self, batch, b0, tkeys):
         C = array("q", map(len, map(_get_referents, batch)))
-        if not any(C):
+        loc = list(compress(range(len(batch)), C))      # sources with edges
+        if not loc:
             return
-        rng = range(b0, b0 + len(batch))
         if max(C) > HUGE_SOURCE:
-            for j in compress(range(len(batch)), map(gt, C, repeat(HUGE_SOURCE))):
+            for j in [j for j in loc if C[j] > HUGE_SOURCE]:
                 self._huge(batch[j], b0 + j)
-                C[j] = 0
+            loc = [j for j in loc if C[j] <= HUGE_SOURCE]
         if self.labels:
-            cats = array("b", map(self.tcat.__getitem__, tkeys))
+            buckets = ([], [], [], [])
+            deque(map(list.append,
+                      map(buckets.__getitem__, map(self.tcat.__getitem__,
+                                                   map(tkeys.__getitem__, loc))),
+                      loc), maxlen=0)
         else:
-            cats = array("b", bytes(len(batch)))
-        has = array("b", map(bool, C))
-        for cat in (CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST):
-            sel = array("b", map(and_, map(eq, cats, repeat(cat)), has))
-            if not any(sel):
+            buckets = (loc,)
+        for cat, lj in enumerate(buckets):
+            if not lj:
                 continue
-            srcs = list(compress(batch, sel))
-            idx = array("q", compress(rng, sel))
-            cnts = array("q", compress(C, sel))
+            srcs = list(map(batch.__getitem__, lj))
+            idx = array("q", map(add, lj, repeat(b0)))
+            cnts = array("q", map(C.__getitem__, lj))
             if cat == CAT_PLAIN:
                 self._group(srcs, idx, cnts, CAT_PLAIN)
             elif cat == CAT_SEQ:
@@ -533,15 +695,16 @@ class _Exporter:
     def _group(self, srcs, idx, cnts, kind, F=None, extra=None):
         """EDGE records for sources `srcs` (node indices `idx`, edge counts `cnts`).
 
-        kind: CAT_PLAIN (no labels), CAT_SEQ (element index), CAT_DICT (the
-        keys of str-keyed dicts `srcs`), or CAT_INST (explicit per-edge label
-        values in `extra`, 0 for none)."""
+        kind: CAT_PLAIN (no labels), CAT_SEQ (element index; `extra` is the
+        traversal order), CAT_DICT (keys of the str-keyed dicts `srcs`), or
+        CAT_INST (explicit per-edge label values in `extra`, 0 for none)."""
         if F is None:
             F = _get_referents(*srcs)
         T = _lookup(self.reg, array("Q", map(id, F)), self.empty)
+        del F
         if 0 in T:
             # A referent that is not a node (one of ours, or one that appeared
-            # after discovery): drop those edges, and their labels.
+            # after discovery): drop those edges, and the labels with them.
             keep = array("b", map(bool, T))
             self.dropped += len(T) - sum(keep)
             acc = [0]
@@ -572,9 +735,10 @@ class _Exporter:
             elif kind == CAT_DICT:
                 labs = map(self.KLAB.__getitem__, chain.from_iterable(map(dict.keys, srcs)))
                 heads = map(self.HEAD1.__getitem__, D)
-            else:
+            else:                   # key 2*(to+1-from) + has_label
                 labs = map(self.LABENC.__getitem__, extra)
-                heads = map(getitem, map(self.HEADB.__getitem__, D), map(bool, extra))
+                heads = map(self.HEADK.__getitem__,
+                            map(add, map(mul, D, repeat(2)), map(bool, extra)))
             pieces = chain.from_iterable(zip(heads, labs))
             per = map(add, cnts, cnts)
         prefixes = map(self.PFX.__getitem__, zip(map(sub, idx, chain((self.prev_src,), idx)), cnts))
@@ -583,123 +747,105 @@ class _Exporter:
         self.w.add_records(b"EDGE", recs, len(T))
         self.prev_src = idx[-1]
 
+    @staticmethod
+    def _sub(srcs, idx, cnts, sel):
+        if not isinstance(sel, array):
+            sel = array("b", sel)
+        return (list(compress(srcs, sel)), array("q", compress(idx, sel)),
+                array("q", compress(cnts, sel)))
+
     def _seqs(self, srcs, idx, cnts):
-        m = max(cnts)
-        if m > LABEL_INDEX_MAX:
+        if max(cnts) > LABEL_INDEX_MAX:
             long_ = array("b", map(gt, cnts, repeat(LABEL_INDEX_MAX)))
-            short = array("b", map(not_, long_))
-            self._group(list(compress(srcs, long_)), array("q", compress(idx, long_)),
-                        array("q", compress(cnts, long_)), CAT_PLAIN)
-            srcs = list(compress(srcs, short))
+            self._group(*self._sub(srcs, idx, cnts, long_), CAT_PLAIN)
+            srcs, idx, cnts = self._sub(srcs, idx, cnts, map(not_, long_))
             if not srcs:
                 return
-            idx = array("q", compress(idx, short))
-            cnts = array("q", compress(cnts, short))
-            m = max(cnts)
+        m = max(cnts)
         L = self.LIDX
         if m > len(L):
             L.extend(uvarint((i << 2) | 1) for i in range(len(L), max(m, 2 * len(L))))
-        # lists and tuples may be traversed in different directions
-        fwd = array("b", (_SEQ_ORDER[type(o)] == 1 for o in srcs)) \
-            if _SEQ_ORDER[list] != _SEQ_ORDER[tuple] else None
-        if fwd is None:
+        if _SEQ_ORDER[list] == _SEQ_ORDER[tuple]:
             self._group(srcs, idx, cnts, CAT_SEQ, None, _SEQ_ORDER[list])
             return
+        # lists and tuples traversed in different directions
+        fwd = array("b", map(eq, map(_SEQ_ORDER.__getitem__, map(type, srcs)), repeat(1)))
         for sel, order in ((fwd, 1), (array("b", map(not_, fwd)), -1)):
             if any(sel):
-                self._group(list(compress(srcs, sel)), array("q", compress(idx, sel)),
-                            array("q", compress(cnts, sel)), CAT_SEQ, None, order)
+                self._group(*self._sub(srcs, idx, cnts, sel), CAT_SEQ, None, order)
 
     def _dicts(self, srcs, idx, cnts):
-        """str-keyed dicts list only their values, in key order: label them
-        with the keys; general dicts list value, key, value, key..."""
-        lens = array("q", map(len, srcs))
-        uni = array("b", map(eq, cnts, lens))
-        if any(uni):
-            us = list(compress(srcs, uni))
-            F = _get_referents(*us)
-            ok = all(map(is_, chain.from_iterable(map(dict.values, us)), F))
-            if ok:
-                self._group(us, array("q", compress(idx, uni)), array("q", compress(cnts, uni)),
-                            CAT_DICT, F)
-            else:
-                # A split (instance) dict whose insertion order differs from
-                # its shared keys' order: find those, leave them unlabelled.
-                good = array("b", (all(map(is_, dict.values(d), _get_referents(d))) for d in us))
-                bad = array("b", map(not_, good))
-                uidx = array("q", compress(idx, uni))
-                ucnt = array("q", compress(cnts, uni))
-                if any(good):
-                    self._group(list(compress(us, good)), array("q", compress(uidx, good)),
-                                array("q", compress(ucnt, good)), CAT_DICT)
-                if any(bad):
-                    self._group(list(compress(us, bad)), array("q", compress(uidx, bad)),
-                                array("q", compress(ucnt, bad)), CAT_PLAIN)
-            del us, F
-        other = array("b", map(not_, uni))
-        if not any(other):
+        """A str-keyed dict lists only its values, in key order: label them
+        with the keys.  A general dict lists value, key, value, key..."""
+        uni = array("b", map(eq, cnts, map(len, srcs)))
+        if all(uni):
+            self._udicts(srcs, idx, cnts)
             return
-        os_ = list(compress(srcs, other))
-        oidx = array("q", compress(idx, other))
-        ocnt = array("q", compress(cnts, other))
+        if any(uni):
+            self._udicts(*self._sub(srcs, idx, cnts, uni))
+        os_, oidx, ocnt = self._sub(srcs, idx, cnts, map(not_, uni))
         # general dicts: per-dict work, but only for those with a str key
-        lab_sel = array("b", (len(r) == 2 * len(d) and any(type(k) is str for k in dict.keys(d))
+        lab_sel = array("b", (len(r) == 2 * len(d) and str in set(map(type, dict.keys(d)))
                               and all(map(is_, dict.keys(d), r[1::2]))
                               for d, r in zip(os_, map(_get_referents, os_))))
-        plain = array("b", map(not_, lab_sel))
-        if any(plain):
-            self._group(list(compress(os_, plain)), array("q", compress(oidx, plain)),
-                        array("q", compress(ocnt, plain)), CAT_PLAIN)
+        if not all(lab_sel):
+            self._group(*self._sub(os_, oidx, ocnt, map(not_, lab_sel)), CAT_PLAIN)
         if any(lab_sel):
-            ls = list(compress(os_, lab_sel))
+            ls, lidx, lcnt = self._sub(os_, oidx, ocnt, lab_sel)
             labs = array("Q")
             for d in ls:
                 for k in dict.keys(d):
                     labs.append((self.strid(k, cache=False) << 2) if type(k) is str else 0)
                     labs.append(0)
-            self._group(ls, array("q", compress(oidx, lab_sel)),
-                        array("q", compress(ocnt, lab_sel)), CAT_INST, None, labs)
+            self._group(ls, lidx, lcnt, CAT_INST, None, labs)
+
+    def _udicts(self, us, idx, cnts):
+        F = _get_referents(*us)
+        if all(map(is_, chain.from_iterable(map(dict.values, us)), F)):
+            self._group(us, idx, cnts, CAT_DICT, F)
+            return
+        # A split (instance) dict whose insertion order differs from its
+        # shared keys' order: find those and leave them unlabelled.
+        del F
+        good = array("b", (all(map(is_, dict.values(d), _get_referents(d))) for d in us))
+        if any(good):
+            self._group(*self._sub(us, idx, cnts, good), CAT_DICT)
+        if not all(good):
+            self._group(*self._sub(us, idx, cnts, map(not_, good)), CAT_PLAIN)
 
     def _insts(self, srcs, idx, cnts):
-        """Objects that may have an instance dict: label the edge to it."""
+        """Objects that may have an instance dict: label the edge to it, after
+        checking in memory that the dict referent is the one in the object's
+        dict slot (on 3.11+ most instances keep their values inline and have
+        no dict at all)."""
         F = _get_referents(*srcs)
-        cand = list(compress(range(len(F)), map(is_, map(type, F), repeat(dict))))
-        if not cand:
-            self._group(srcs, idx, cnts, CAT_PLAIN, F)
-            return
-        ends = list(accumulate(cnts))
-        read = self.dict_read
-        tmode = self.tmode
-        labelled = {}                      # source position -> edge position
-        for p in cand:
-            j = bisect_right(ends, p)
-            o = srcs[j]
-            try:
-                if read(o, tmode[id(type(o))]) == id(F[p]):
-                    labelled[j] = p
-            except Exception:
-                pass
+        slots = list(map(self.tslot.__getitem__, map(id, map(type, srcs))))
+        back = array("q", map(getitem, slots, repeat(1)))
+        ends = array("q", accumulate(cnts))
+        pos = array("q", map(sub, ends, back))
+        cand = array("b", map(and_, map(ge, cnts, back),
+                              map(is_, map(type, map(F.__getitem__, pos)), repeat(dict))))
+        if any(cand):
+            ci = list(compress(range(len(cand)), cand))
+            addr = map(add, map(id, map(srcs.__getitem__, ci)),
+                       map(getitem, map(slots.__getitem__, ci), repeat(0)))
+            hit = array("b", map(eq, map(attrgetter("value"), map(self.word, addr)),
+                                 map(id, map(F.__getitem__, map(pos.__getitem__, ci)))))
+            cand = array("b", bytes(len(cand)))
+            deque(map(setitem, repeat(cand), compress(ci, hit), repeat(1)), maxlen=0)
         del F
-        if not labelled:
+        if not any(cand):
             self._group(srcs, idx, cnts, CAT_PLAIN)
             return
-        sel = array("b", bytes(len(srcs)))
-        for j in labelled:
-            sel[j] = 1
-        rest = array("b", map(not_, sel))
-        if any(rest):
-            self._group(list(compress(srcs, rest)), array("q", compress(idx, rest)),
-                        array("q", compress(cnts, rest)), CAT_PLAIN)
+        if not all(cand):
+            self._group(*self._sub(srcs, idx, cnts, map(not_, cand)), CAT_PLAIN)
+        ls, lidx, lcnt = self._sub(srcs, idx, cnts, cand)
+        lback = array("q", compress(back, cand))
+        labs = array("Q", bytes(8 * sum(lcnt)))
         lab = self.strid("__dict__") << 2
-        labs = array("Q")
-        starts = [0] + ends[:-1]
-        for j in sorted(labelled):
-            c = cnts[j]
-            row = array("Q", bytes(8 * c))
-            row[labelled[j] - starts[j]] = lab
-            labs.extend(row)
-        self._group(list(compress(srcs, sel)), array("q", compress(idx, sel)),
-                    array("q", compress(cnts, sel)), CAT_INST, None, labs)
+        deque(map(setitem, repeat(labs), map(sub, accumulate(lcnt), lback), repeat(lab)),
+              maxlen=0)
+        self._group(ls, lidx, lcnt, CAT_INST, None, labs)
 
     def _huge(self, o, i):
         """A source with more than HUGE_SOURCE edges: several records, unlabelled."""
@@ -707,10 +853,3 @@ class _Exporter:
         for s in range(0, len(F), HUGE_SOURCE):
             part = F[s:s + HUGE_SOURCE]
             self._group((), array("q", [i]), array("q", [len(part)]), CAT_PLAIN, part)
-
-
-def _safe_sizeof(o):
-    try:
-        return _getsizeof(o)
-    except Exception:
-        return 0
