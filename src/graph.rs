@@ -12,6 +12,8 @@ mod visit;
 pub use csr::{Adjacency, Csr};
 pub use visit::{Retainers, Retaining};
 
+use std::sync::OnceLock;
+
 use hsnap::{EdgeKind, FormatError, Root, Snapshot};
 
 use crate::progress::Progress;
@@ -28,8 +30,9 @@ pub struct Graph {
     /// Where each node's edges are in `targets`, one more than there are nodes.
     spans: Vec<Span>,
     targets: Vec<u32>,
-    /// Retaining edges turned around: who keeps each node alive.
-    retainers: Csr,
+    /// Retaining edges turned around: who keeps each node alive. Built on first use: only
+    /// retainer paths and drawings need it, and it costs a pass and 4 bytes an edge.
+    retainers: OnceLock<Csr>,
     roots: Vec<Root>,
     /// Nodes that at least one root references, each once, in increasing order.
     root_nodes: Vec<u32>,
@@ -132,7 +135,6 @@ impl Graph {
         let (spans, targets) = edges?;
         graph.spans = spans;
         graph.targets = targets;
-        graph.retainers = Csr::reversed(&Retaining(&graph));
         graph.set_roots(snap.roots().to_vec());
         Ok(graph)
     }
@@ -191,7 +193,6 @@ impl Graph {
             targets,
             ..Graph::default()
         };
-        graph.retainers = Csr::reversed(&Retaining(&graph));
         graph.set_roots(roots);
         graph
     }
@@ -239,7 +240,7 @@ impl Graph {
 
     /// Nodes with a retaining edge to `v`, in increasing order, with repeats for parallel edges.
     pub fn retainers(&self, v: u32) -> &[u32] {
-        self.retainers.neighbors(v)
+        self.retainers.get_or_init(|| Csr::reversed(&Retaining(self))).neighbors(v)
     }
 
     /// The kind of the first retaining edge from `from` to `to`, if there is one.
@@ -262,6 +263,6 @@ impl Graph {
             + self.type_id.capacity() * 4 * 3
             + self.spans.capacity() * std::mem::size_of::<Span>()
             + self.targets.capacity() * 4
-            + self.retainers.heap_bytes()
+            + self.retainers.get().map_or(0, Csr::heap_bytes)
     }
 }

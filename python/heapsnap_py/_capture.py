@@ -69,7 +69,7 @@ BLOCK = 1 << 16                     # referents per discovery step
 BATCH = 1 << 15                     # nodes per NODE/EDGE batch
 LABEL_INDEX_MAX = 1 << 16           # lists/tuples longer than this: unlabelled
 HUGE_SOURCE = 1 << 20               # a source with more edges: several records
-CACHE_CAP = 1 << 16                 # bound on each encoding cache
+CACHE_CAP = 1 << 15                 # bound on each encoding cache
 
 _IMMORTAL = sys.version_info >= (3, 12)
 _IMMORTAL_RC = 1 << 30
@@ -77,6 +77,7 @@ _is_immortal = getattr(sys, "_is_immortal", None)
 _PTR = struct.calcsize("P")
 _TPFLAGS_MANAGED_DICT = 1 << 4      # 3.11+
 _TPFLAGS_HEAPTYPE = 1 << 9
+_TPFLAGS_HAVE_GC = 1 << 14
 
 # Type attributes are read through `type`'s own descriptors so that a
 # metaclass cannot run code while we look.
@@ -88,7 +89,7 @@ _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 
 _U32 = "I" if array("I").itemsize == 4 else "L"
 
-CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST = 0, 1, 2, 3
+CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST, CAT_NONE = 0, 1, 2, 3, 4
 _ROOT_TAIL = b"\x04\x00\x00"        # kind 4 (gc root), flags 0, no name
 
 
@@ -157,20 +158,39 @@ def _small_table():
     return t
 
 
+def _cont_table():
+    """The low 14 bits of a longer uvarint: two bytes, both continued."""
+    return [bytes(((v & 0x7F) | 0x80, (v >> 7) | 0x80)) for v in range(1 << 14)]
+
+
+def _uv(v, T, TC):
+    if v < 16384:
+        return T[v]
+    if v < 268435456:
+        return TC[v & 16383] + T[v >> 14]
+    return uvarint(v)
+
+
 class _Head(dict):
     """(to + 1 - from) -> encoded edge head, kind strong, has_label = lab."""
 
-    __slots__ = ("lab", "T")
+    __slots__ = ("lab", "T", "TC")
 
-    def __init__(self, lab, T):
+    def __init__(self, lab, T, TC):
         dict.__init__(self)
         self.lab = lab
         self.T = T
+        self.TC = TC
 
     def __missing__(self, k):
         d = k - 1
         v = ((d << 4) if d >= 0 else (((-d) << 4) - 8)) | self.lab
-        b = self.T[v] if v < 16384 else uvarint(v)
+        if v < 16384:
+            b = self.T[v]
+        elif v < 268435456:
+            b = self.TC[v & 16383] + self.T[v >> 14]
+        else:
+            b = uvarint(v)
         if len(self) < CACHE_CAP:
             self[k] = b
         return b
@@ -197,15 +217,16 @@ class _HeadK(dict):
 class _Pre(dict):
     """identity delta -> svarint(delta) twice (identity and address)."""
 
-    __slots__ = ("T",)
+    __slots__ = ("T", "TC")
 
-    def __init__(self, T):
+    def __init__(self, T, TC):
         dict.__init__(self)
         self.T = T
+        self.TC = TC
 
     def __missing__(self, d):
         v = (d << 1) if d >= 0 else ((-d) << 1) - 1
-        b = self.T[v] if v < 16384 else uvarint(v)
+        b = _uv(v, self.T, self.TC)
         b += b
         if len(self) < CACHE_CAP:
             self[d] = b
@@ -400,7 +421,8 @@ def _discover(objs, extra):
     # -- 2. address table; untracked nodes, transitively -----------------
     reg = _Regions()
     empty = array(_U32, bytes(4 * SLOTS))
-    _store(reg, array("Q", map(id, objs)), range(1, n + 1))
+    for b in range(0, n, BLOCK):
+        _store(reg, array("Q", map(id, objs[b:b + BLOCK])), range(b + 1, b + 1 + BLOCK))
     own = array("Q", map(id, (objs, flat, reg, empty, root_mask)))
     _store(reg, own, repeat(OWN))
 
@@ -417,7 +439,8 @@ def _discover(objs, extra):
             _untracked_block(flat[b:b + BLOCK], single_rc, ulist, multi)
         ulist.extend(multi.values())
         multi.clear()
-        _store(reg, array("Q", map(id, ulist)), range(n + 1, n + 1 + len(ulist)))
+        for b in range(0, len(ulist), BLOCK):
+            _store(reg, array("Q", map(id, ulist[b:b + BLOCK])), range(n + 1 + b, n + 1 + b + BLOCK))
         frontier = _get_referents(*ulist)
         flats.append(frontier)
     else:
@@ -489,9 +512,10 @@ def _discover(objs, extra):
 
 def _untracked_block(part, single_rc, out, multi):
     """Round one: the untracked objects among `part`, a slice of the tracked
-    objects' referents.  Those referenced once in all (count == single_rc
-    while `part`, the full list and the candidate list each hold them) go
-    straight to `out`; the others are deduplicated in `multi` (id -> obj)."""
+    objects' referents.  One referenced once in all (its count is single_rc
+    while its holder, `flat`, `part` and `cobjs` each hold it once) cannot
+    repeat: it goes straight to `out`.  The others are deduplicated in
+    `multi` (id -> object)."""
     cand = array("b", map(not_, map(_is_tracked, part)))
     if not any(cand):
         return
@@ -535,10 +559,11 @@ class _Exporter:
         self.prev_src = 0
         self.dropped = 0
         T = self.T = _small_table()
-        self.PRE = _Pre(T)
+        TC = self.TC = _cont_table()
+        self.PRE = _Pre(T, TC)
         self.SUF = _Suf(T)
-        self.HEAD0 = _Head(0, T)
-        self.HEAD1 = _Head(1, T)
+        self.HEAD0 = _Head(0, T, TC)
+        self.HEAD1 = _Head(1, T, TC)
         self.HEADK = _HeadK(T)
         self.PFX = _Fn(self._pfx)
         self.KLAB = _Fn(self._key_label)
@@ -579,17 +604,22 @@ class _Exporter:
                 tid = self.tname[name] = self.w.counts[b"TYPE"]
                 self.w.add(b"TYPE", uvarint(self.strid(name)))
             self.tids[id(t)] = tid
-            cat = CAT_PLAIN
-            if self.labels:
-                if (t is list or t is tuple) and _SEQ_ORDER[t] != 0:
-                    cat = CAT_SEQ
-                elif t is dict and _DICT_OK:
-                    cat = CAT_DICT
-                elif self.word is not None:
-                    slot = _dict_slot(t)
-                    if slot is not None:
-                        self.tslot[id(t)] = slot
-                        cat = CAT_INST
+            try:
+                gcable = bool(_type_flags(t) & _TPFLAGS_HAVE_GC)
+            except Exception:
+                gcable = True
+            cat = CAT_PLAIN if gcable else CAT_NONE
+            if not gcable:
+                pass
+            elif (t is list or t is tuple) and _SEQ_ORDER[t] != 0:
+                cat = CAT_SEQ
+            elif t is dict and _DICT_OK:
+                cat = CAT_DICT
+            elif self.word is not None:
+                slot = _dict_slot(t)
+                if slot is not None:
+                    self.tslot[id(t)] = slot
+                    cat = CAT_INST
             self.tcat[id(t)] = cat
 
     # -- the file ----------------------------------------------------------
@@ -661,36 +691,51 @@ class _Exporter:
 
     # -- edges -------------------------------------------------------------
     def _edges(self, batch, b0, tkeys):
-        C = array("q", map(len, map(_get_referents, batch)))
-        loc = list(compress(range(len(batch)), C))      # sources with edges
-        if not loc:
-            return
-        if max(C) > HUGE_SOURCE:
-            for j in [j for j in loc if C[j] > HUGE_SOURCE]:
-                self._huge(batch[j], b0 + j)
-            loc = [j for j in loc if C[j] <= HUGE_SOURCE]
-        if self.labels:
-            buckets = ([], [], [], [])
-            deque(map(list.append,
-                      map(buckets.__getitem__, map(self.tcat.__getitem__,
-                                                   map(tkeys.__getitem__, loc))),
-                      loc), maxlen=0)
-        else:
-            buckets = (loc,)
-        for cat, lj in enumerate(buckets):
+        # Sources by category; objects of non-GC types have no referents.
+        buckets = ([], [], [], [], [])
+        deque(map(list.append, map(buckets.__getitem__, map(self.tcat.__getitem__, tkeys)),
+                  range(len(batch))), maxlen=0)
+        for cat in (CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST):
+            lj = buckets[cat]
             if not lj:
                 continue
             srcs = list(map(batch.__getitem__, lj))
+            F = None
+            if cat == CAT_SEQ:              # a list's or tuple's referents are its items
+                cnts = array("q", map(len, srcs))
+            elif cat == CAT_DICT:           # len(d) each when all are str-keyed
+                cnts = array("q", map(len, srcs))
+                F = _get_referents(*srcs)
+                if len(F) != sum(cnts):
+                    cnts = array("q", map(len, map(_get_referents, srcs)))
+            else:
+                RL = list(map(_get_referents, srcs))
+                cnts = array("q", map(len, RL))
+                F = list(chain.from_iterable(RL))
+                del RL
             idx = array("q", map(add, lj, repeat(b0)))
-            cnts = array("q", map(C.__getitem__, lj))
-            if cat == CAT_PLAIN:
-                self._group(srcs, idx, cnts, CAT_PLAIN)
+            if not all(cnts):
+                sel = array("b", map(bool, cnts))
+                if not any(sel):
+                    continue
+                srcs, idx, cnts = self._sub(srcs, idx, cnts, sel)
+                F = None if cat == CAT_DICT else F      # (no referents dropped)
+            if max(cnts) > HUGE_SOURCE:
+                big = array("b", map(gt, cnts, repeat(HUGE_SOURCE)))
+                for o, i in zip(compress(srcs, big), compress(idx, big)):
+                    self._huge(o, i)
+                srcs, idx, cnts = self._sub(srcs, idx, cnts, map(not_, big))
+                F = None
+                if not srcs:
+                    continue
+            if cat == CAT_PLAIN or not self.labels:
+                self._group(srcs, idx, cnts, CAT_PLAIN, F)
             elif cat == CAT_SEQ:
                 self._seqs(srcs, idx, cnts)
             elif cat == CAT_DICT:
-                self._dicts(srcs, idx, cnts)
+                self._dicts(srcs, idx, cnts, F)
             else:
-                self._insts(srcs, idx, cnts)
+                self._insts(srcs, idx, cnts, F)
 
     def _group(self, srcs, idx, cnts, kind, F=None, extra=None):
         """EDGE records for sources `srcs` (node indices `idx`, edge counts `cnts`).
@@ -774,12 +819,12 @@ class _Exporter:
             if any(sel):
                 self._group(*self._sub(srcs, idx, cnts, sel), CAT_SEQ, None, order)
 
-    def _dicts(self, srcs, idx, cnts):
+    def _dicts(self, srcs, idx, cnts, F=None):
         """A str-keyed dict lists only its values, in key order: label them
         with the keys.  A general dict lists value, key, value, key..."""
         uni = array("b", map(eq, cnts, map(len, srcs)))
         if all(uni):
-            self._udicts(srcs, idx, cnts)
+            self._udicts(srcs, idx, cnts, F)
             return
         if any(uni):
             self._udicts(*self._sub(srcs, idx, cnts, uni))
@@ -799,8 +844,9 @@ class _Exporter:
                     labs.append(0)
             self._group(ls, lidx, lcnt, CAT_INST, None, labs)
 
-    def _udicts(self, us, idx, cnts):
-        F = _get_referents(*us)
+    def _udicts(self, us, idx, cnts, F=None):
+        if F is None:
+            F = _get_referents(*us)
         if all(map(is_, chain.from_iterable(map(dict.values, us)), F)):
             self._group(us, idx, cnts, CAT_DICT, F)
             return
@@ -813,12 +859,13 @@ class _Exporter:
         if not all(good):
             self._group(*self._sub(us, idx, cnts, map(not_, good)), CAT_PLAIN)
 
-    def _insts(self, srcs, idx, cnts):
+    def _insts(self, srcs, idx, cnts, F=None):
         """Objects that may have an instance dict: label the edge to it, after
         checking in memory that the dict referent is the one in the object's
         dict slot (on 3.11+ most instances keep their values inline and have
         no dict at all)."""
-        F = _get_referents(*srcs)
+        if F is None:
+            F = _get_referents(*srcs)
         slots = list(map(self.tslot.__getitem__, map(id, map(type, srcs))))
         back = array("q", map(getitem, slots, repeat(1)))
         ends = array("q", accumulate(cnts))
@@ -833,10 +880,10 @@ class _Exporter:
                                  map(id, map(F.__getitem__, map(pos.__getitem__, ci)))))
             cand = array("b", bytes(len(cand)))
             deque(map(setitem, repeat(cand), compress(ci, hit), repeat(1)), maxlen=0)
-        del F
         if not any(cand):
-            self._group(srcs, idx, cnts, CAT_PLAIN)
+            self._group(srcs, idx, cnts, CAT_PLAIN, F)
             return
+        del F
         if not all(cand):
             self._group(*self._sub(srcs, idx, cnts, map(not_, cand)), CAT_PLAIN)
         ls, lidx, lcnt = self._sub(srcs, idx, cnts, cand)

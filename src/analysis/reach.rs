@@ -60,23 +60,37 @@ impl Reachability {
     }
 }
 
-/// Gives `to` to every still-leaked node reached from `seeds` (seeds included), depth first with an
-/// explicit stack.
+/// Gives `to` to every still-leaked node reached from `seeds` (seeds included), breadth first.
+///
+/// The queue is taken a batch at a time, and each batch's adjacency is loaded before any of it
+/// is scanned: the cache misses of a batch then overlap instead of coming one after another,
+/// which on a heap larger than the cache is most of the time a traversal takes.
 fn mark(graph: &impl Adjacency, seeds: impl Iterator<Item = u32>, class: &mut [Class], to: Class) {
-    let mut stack = Vec::new();
+    const BATCH: usize = 64;
+    let mut queue: Vec<u32> = Vec::new();
     for seed in seeds {
         if class[seed as usize] == Class::Leaked {
             class[seed as usize] = to;
+            queue.push(seed);
         }
-        stack.push(seed);
-        while let Some(v) = stack.pop() {
-            for &w in graph.neighbors(v) {
+    }
+    let mut head = 0;
+    while head < queue.len() {
+        let batch = head..(head + BATCH).min(queue.len());
+        let mut any = 0;
+        for &v in &queue[batch.clone()] {
+            any ^= graph.neighbors(v).first().copied().unwrap_or(0);
+        }
+        std::hint::black_box(any);
+        for i in batch.clone() {
+            for &w in graph.neighbors(queue[i]) {
                 if class[w as usize] == Class::Leaked {
                     class[w as usize] = to;
-                    stack.push(w);
+                    queue.push(w);
                 }
             }
         }
+        head = batch.end;
     }
 }
 

@@ -5,7 +5,7 @@
 //! node it dominates.
 
 use super::dominators::{DominatorTree, UNREACHED, VIRTUAL_ROOT, dominators};
-use crate::graph::{Adjacency, Csr, Graph, Retainers, Retaining};
+use crate::graph::{Adjacency, Csr, Graph, Retaining};
 
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Retention {
@@ -28,7 +28,7 @@ pub struct KeyTotal {
 
 impl Retention {
     pub fn of(graph: &Graph) -> Retention {
-        let tree = dominators(&Retaining(graph), &Retainers(graph), graph.root_nodes());
+        let tree = dominators(&Retaining(graph), graph.root_nodes());
         let retained = tree.retained_sizes(|v| graph.size[v as usize]);
         let DominatorTree { idom, .. } = tree;
         Retention { idom, retained }
