@@ -50,7 +50,8 @@ impl Analysis {
             let start = Instant::now();
             let leaks = leaks::Leaks::find(graph, &reach);
             let leaks_time = seconds(start);
-            let (retention, dominators) = dominators.join().expect("the dominator thread does not panic");
+            let (mut retention, dominators) = dominators.join().expect("the dominator thread does not panic");
+            retention.add_leaked(graph, &leaks);
             (reach, leaks, retention, Timings { reachability, leaks: leaks_time, dominators })
         });
         bar.finish_and_clear();

@@ -5,13 +5,15 @@
 //! node it dominates.
 
 use super::dominators::{DominatorTree, UNREACHED, VIRTUAL_ROOT, dominators};
+use super::leaks::Leaks;
 use crate::graph::{Adjacency, Csr, Graph, Retaining};
 
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct Retention {
     /// Immediate dominator, or [`UNREACHED`] / [`VIRTUAL_ROOT`].
     pub idom: Vec<u32>,
-    /// Retained bytes; 0 for nodes no root reaches.
+    /// Retained bytes. For a leaked node, what it retains among the leaked nodes of its group
+    /// (see [`Retention::add_leaked`]).
     pub retained: Vec<u64>,
 }
 
@@ -32,6 +34,30 @@ impl Retention {
         let retained = tree.retained_sizes(|v| graph.size[v as usize]);
         let DominatorTree { idom, .. } = tree;
         Retention { idom, retained }
+    }
+
+    /// Gives leaked nodes their retained sizes: what freeing each would free, from a dominator
+    /// tree of the leaked nodes alone under their groups' leaders. (The main tree cannot hold
+    /// them: joining leaders to the virtual root would let leaked nodes' pointers into the live
+    /// heap change live nodes' dominators.)
+    pub fn add_leaked(&mut self, graph: &Graph, leaks: &Leaks) {
+        let mut leaked: Vec<u32> = leaks.groups.iter().flat_map(|g| g.members.iter().copied()).collect();
+        leaked.sort_unstable();
+        let local = |v: u32| leaked.binary_search(&v).ok().map(|i| i as u32);
+        let subgraph = Csr::build(leaked.len(), |emit: &mut dyn FnMut(u32, u32)| {
+            for (i, &v) in leaked.iter().enumerate() {
+                for &w in graph.retaining(v) {
+                    if let Some(j) = local(w) {
+                        emit(i as u32, j);
+                    }
+                }
+            }
+        });
+        let leaders: Vec<u32> = leaks.groups.iter().filter_map(|g| local(g.leader)).collect();
+        let sizes = dominators(&subgraph, &leaders).retained_sizes(|i| graph.size[leaked[i as usize] as usize]);
+        for (&v, size) in leaked.iter().zip(sizes) {
+            self.retained[v as usize] = size;
+        }
     }
 
     /// The `n` nodes that retain most, largest first, ties by node index.

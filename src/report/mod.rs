@@ -66,8 +66,9 @@ pub fn plain(text: &str) -> String {
     text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
 
-/// Text from a snapshot made safe for Markdown, inside a table cell or a line: it cannot end the
-/// cell, start a code span, emphasis or a link, or open an HTML tag.
+/// Text from a snapshot made safe for Markdown, inside a table cell or a line (never at the start
+/// of one): it cannot end the cell, start a code span, emphasis, math or a link, or open an HTML
+/// tag.
 pub fn md(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -78,7 +79,7 @@ pub fn md(text: &str) -> String {
             '|' => out.push_str("&#124;"),
             '`' => out.push_str("&#96;"),
             '\n' | '\r' | '\t' => out.push(' '),
-            '\\' | '*' | '_' | '[' | ']' | '#' | '~' | '!' | '(' | ')' | '{' | '}' | '$' => {
+            '\\' | '*' | '_' | '[' | ']' | '~' | '$' => {
                 out.push('\\');
                 out.push(c);
             }

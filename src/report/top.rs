@@ -22,8 +22,8 @@ pub enum By {
 pub struct TopReport {
     pub snapshot: String,
     pub by: By,
-    /// Bytes the roots keep alive in all.
-    pub reachable_bytes: u64,
+    /// Bytes the roots keep alive in all (still reachable and possibly lost).
+    pub held_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub objects: Option<Vec<ObjectRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,7 +63,7 @@ impl TopReport {
         let mut report = TopReport {
             snapshot: heap.path.display().to_string(),
             by,
-            reachable_bytes: (0..g.node_count()).filter(reached).map(|v| g.size[v]).sum(),
+            held_bytes: (0..g.node_count()).filter(reached).map(|v| g.size[v]).sum(),
             objects: None,
             types: None,
             sites: None,
@@ -145,7 +145,7 @@ impl TopReport {
             By::Type => "types",
             By::Site => "allocation sites",
         };
-        format!("{by} by retained size ({} reachable)", size(self.reachable_bytes))
+        format!("{by} by retained size ({} held by roots)", size(self.held_bytes))
     }
 }
 
