@@ -29,7 +29,10 @@ fn blessing() -> bool {
 fn golden(name: &str, actual: &[u8]) {
     let path = fixtures().join(name);
     if blessing() {
-        std::fs::write(&path, actual).unwrap();
+        // Atomically: other tests may be reading the fixtures meanwhile.
+        let mut temp = tempfile::NamedTempFile::new_in(fixtures()).unwrap();
+        std::io::Write::write_all(&mut temp, actual).unwrap();
+        temp.persist(&path).unwrap();
         return;
     }
     let expected = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -130,9 +133,15 @@ fn example_fixture_is_reproducible() {
     check_fixture("example.hsnap", write_example);
 }
 
+/// Loads a fresh build of the example (the committed one may be being rewritten by a blessing
+/// run), named as the committed one is, so the reports name the file the same way everywhere.
 fn with_example<T>(f: impl FnOnce(&Heap<'_>, &Analysis) -> T) -> T {
-    let file = SnapshotFile::open(&fixtures().join("example.hsnap")).unwrap();
-    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("example.hsnap");
+    write_example(&built);
+    let file = SnapshotFile::open(&built).unwrap();
+    let mut heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    heap.path = fixtures().join("example.hsnap");
     let analysis = Analysis::of(&heap.graph, &Progress::hidden());
     f(&heap, &analysis)
 }
