@@ -36,11 +36,7 @@ fn golden(name: &str, actual: &[u8]) {
         return;
     }
     let expected = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert!(
-        expected == actual,
-        "{name} differs from the golden file; actual:\n{}",
-        String::from_utf8_lossy(actual)
-    );
+    assert!(expected == actual, "{name} differs from the golden file; actual:\n{}", String::from_utf8_lossy(actual));
 }
 
 /// A small C server's heap: a global config, a cache list, a request on the stack, and what it
@@ -56,11 +52,17 @@ fn write_example(path: &Path) {
         w.meta(b"process.arg", b"--port=8080")?;
         let mut s = |text: &str| w.string(text.as_bytes());
         let names = [
-            "struct config", "char[]", "struct cache_entry", "struct request", "struct buffer",
-            "struct session", "struct connection",
+            "struct config",
+            "char[]",
+            "struct cache_entry",
+            "struct request",
+            "struct buffer",
+            "struct session",
+            "struct connection",
         ]
         .map(|n| s(n).unwrap());
-        let fields = ["host", "logfile", "next", "body", "conn", "session", "pending", "observer"].map(|n| s(n).unwrap());
+        let fields =
+            ["host", "logfile", "next", "body", "conn", "session", "pending", "observer"].map(|n| s(n).unwrap());
         let [host, logfile, next, body, conn, session, pending, observer] = fields;
         let sites = [
             ("main", "server.c", 88),
@@ -76,7 +78,8 @@ fn write_example(path: &Path) {
         let g_config = s("g_config")?;
         let g_cache = s("g_cache")?;
         let types: Vec<u32> = names.iter().map(|&n| w.type_(n)).collect::<Result<_, _>>()?;
-        let frames: Vec<u32> = sites.iter().map(|&(f, file, line)| w.frame_symbol(f, file, line, 0)).collect::<Result<_, _>>()?;
+        let frames: Vec<u32> =
+            sites.iter().map(|&(f, file, line)| w.frame_symbol(f, file, line, 0)).collect::<Result<_, _>>()?;
         let main = w.stack(0, frames[0])?;
         let config_load = w.stack(main, frames[1])?;
         let cache_put = w.stack(main, frames[2])?;
@@ -87,26 +90,29 @@ fn write_example(path: &Path) {
         let parse_headers = w.stack(request_new, frames[7])?;
         // (identity, address, size, type, stack)
         let nodes = [
-            (101, 0x5000, 96, 0, config_load),  // 0 config
-            (102, 0x5060, 32, 1, config_load),  // 1 host string
-            (103, 0x5080, 48, 1, config_load),  // 2 logfile string
-            (104, 0x50b0, 40, 2, cache_put),    // 3 cache entry
-            (105, 0x50e0, 40, 2, cache_put),    // 4
-            (106, 0x5110, 40, 2, cache_put),    // 5
-            (107, 0x5140, 64, 3, request_new),  // 6 request
-            (108, 0x5180, 512, 4, buffer_new),  // 7 request body
-            (109, 0x5380, 128, 5, session_open), // 8 session (leaked)
-            (110, 0x5400, 80, 6, conn_new),     // 9 connection (leaked)
-            (111, 0x5460, 1024, 4, buffer_new), // 10 pending buffer (leaked through the session)
+            (101, 0x5000, 96, 0, config_load),    // 0 config
+            (102, 0x5060, 32, 1, config_load),    // 1 host string
+            (103, 0x5080, 48, 1, config_load),    // 2 logfile string
+            (104, 0x50b0, 40, 2, cache_put),      // 3 cache entry
+            (105, 0x50e0, 40, 2, cache_put),      // 4
+            (106, 0x5110, 40, 2, cache_put),      // 5
+            (107, 0x5140, 64, 3, request_new),    // 6 request
+            (108, 0x5180, 512, 4, buffer_new),    // 7 request body
+            (109, 0x5380, 128, 5, session_open),  // 8 session (leaked)
+            (110, 0x5400, 80, 6, conn_new),       // 9 connection (leaked)
+            (111, 0x5460, 1024, 4, buffer_new),   // 10 pending buffer (leaked through the session)
             (112, 0x5860, 256, 4, parse_headers), // 11 header buffer (leaked alone)
-            (113, 0x5960, 64, 4, buffer_new),   // 12 held only through an interior pointer
+            (113, 0x5960, 64, 4, buffer_new),     // 12 held only through an interior pointer
         ];
         for (identity, address, size, t, stack) in nodes {
             w.node(&Node { identity, address, size, type_id: types[t], stack, flags: 0 })?;
         }
         let e = |to, kind, label| Edge { to, kind, label };
         use EdgeKind::*;
-        w.edges(0, &[e(1, Strong, Label::Name(host)), e(2, Strong, Label::Name(logfile)), e(8, Weak, Label::Name(observer))])?;
+        w.edges(
+            0,
+            &[e(1, Strong, Label::Name(host)), e(2, Strong, Label::Name(logfile)), e(8, Weak, Label::Name(observer))],
+        )?;
         w.edges(3, &[e(4, Strong, Label::Name(next))])?;
         w.edges(4, &[e(5, Strong, Label::Name(next))])?;
         w.edges(6, &[e(7, Strong, Label::Name(body)), e(12, Interior, Label::Offset(24))])?;

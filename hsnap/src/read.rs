@@ -338,7 +338,7 @@ impl<'a> Snapshot<'a> {
         let edge_bytes: u64 = self.edge_chunks.iter().map(|c| c.len() as u64).sum();
         if c.nodes > node_bytes / 6 || c.edges > edge_bytes {
             let what = format!(
-                "the DONE chunk counts {} nodes and {} edges, more than {node_bytes} and {edge_bytes} bytes of records hold",
+                "the DONE chunk counts {} nodes and {} edges, more than {node_bytes} bytes of node records and {edge_bytes} of edge records can hold",
                 c.nodes, c.edges
             );
             return Err(FormatError::new(self.done_offset, what));
