@@ -13,6 +13,8 @@ use crate::heap::Heap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LeakReport {
+    /// `heapsnap.leaks/1`: the shape of this document, as `formats/json.md` specifies it.
+    pub schema: &'static str,
     pub snapshot: String,
     /// Every node.
     pub totals: Amount,
@@ -72,6 +74,7 @@ impl LeakReport {
     pub fn build(heap: &Heap<'_>, analysis: &Analysis, options: LeakOptions) -> LeakReport {
         let g = &heap.graph;
         let mut report = LeakReport {
+            schema: "heapsnap.leaks/1",
             snapshot: heap.path.display().to_string(),
             totals: Amount::default(),
             reachable: Amount::default(),

@@ -14,6 +14,8 @@ use crate::heap::Heap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PathReport {
+    /// `heapsnap.path/1`: the shape of this document, as `formats/json.md` specifies it.
+    pub schema: &'static str,
     pub snapshot: String,
     pub target: NodeRef,
     /// `reachable`, `possibly lost` or `leaked`.
@@ -98,7 +100,13 @@ impl PathReport {
                 Chain { start, start_name, steps }
             })
             .collect();
-        PathReport { snapshot: heap.path.display().to_string(), target: node(target), status, chains }
+        PathReport {
+            schema: "heapsnap.path/1",
+            snapshot: heap.path.display().to_string(),
+            target: node(target),
+            status,
+            chains,
+        }
     }
 
     fn lines(&self, escape: impl Fn(&str) -> String) -> String {

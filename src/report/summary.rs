@@ -11,6 +11,8 @@ use crate::heap::Heap;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryReport {
+    /// `heapsnap.summary/1`: the shape of this document, as `formats/json.md` specifies it.
+    pub schema: &'static str,
     pub snapshot: String,
     /// The `capture` metadata: allocator, python, v8, synthetic.
     pub capture: String,
@@ -66,6 +68,7 @@ impl SummaryReport {
         }
         let (by_site, omitted_sites) = rows(by_site.into_iter(), limit);
         SummaryReport {
+            schema: "heapsnap.summary/1",
             snapshot: heap.path.display().to_string(),
             capture: meta("capture"),
             producer: [meta("producer"), meta("producer.version")].join(" ").trim().to_string(),

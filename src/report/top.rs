@@ -20,6 +20,8 @@ pub enum By {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct TopReport {
+    /// `heapsnap.top/1`: the shape of this document, as `formats/json.md` specifies it.
+    pub schema: &'static str,
     pub snapshot: String,
     pub by: By,
     /// Bytes the roots keep alive in all (still reachable and possibly lost).
@@ -61,6 +63,7 @@ impl TopReport {
         let r = &analysis.retention;
         let reached = |v: &usize| r.idom[*v] != UNREACHED;
         let mut report = TopReport {
+            schema: "heapsnap.top/1",
             snapshot: heap.path.display().to_string(),
             by,
             held_bytes: (0..g.node_count()).filter(reached).map(|v| g.size[v]).sum(),
