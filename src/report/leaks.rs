@@ -31,6 +31,20 @@ pub struct LeakReport {
     pub groups: Vec<GroupRow>,
     /// Groups left out by the limit.
     pub omitted_groups: usize,
+    /// The possibly lost blocks, most bytes first.
+    pub possibly_lost: Vec<Block>,
+    /// Possibly lost blocks left out by the limit.
+    pub omitted_possibly: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Block {
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub address: u64,
+    pub bytes: u64,
+    pub site: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,7 +57,9 @@ pub struct GroupRow {
     pub bytes: u64,
     pub cycle: bool,
     /// Members by type, most bytes first.
-    pub types: Vec<TypeRow>,
+    pub types: Vec<Tally>,
+    /// Members by allocation site, most bytes first.
+    pub sites: Vec<Tally>,
     /// The leader's allocation site: the innermost frame of its stack.
     pub site: String,
     /// The leader's allocation stack, innermost frame first.
@@ -54,9 +70,8 @@ pub struct GroupRow {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct TypeRow {
-    #[serde(rename = "type")]
-    pub type_name: String,
+pub struct Tally {
+    pub name: String,
     pub objects: u64,
     pub bytes: u64,
 }
@@ -83,6 +98,8 @@ impl LeakReport {
             indirect: Amount::default(),
             possibly: Amount::default(),
             groups: Vec::new(),
+            possibly_lost: Vec::new(),
+            omitted_possibly: 0,
             omitted_groups: analysis.leaks.groups.len().saturating_sub(options.limit),
         };
         for (v, class) in analysis.reach.class.iter().enumerate() {
@@ -103,6 +120,21 @@ impl LeakReport {
         };
         report.groups =
             analysis.leaks.groups.iter().take(options.limit).map(|group| row(heap, group, options)).collect();
+        let mut possibly: Vec<u32> =
+            (0..g.node_count() as u32).filter(|&v| analysis.reach.class[v as usize] == Class::Possibly).collect();
+        possibly.sort_by_key(|&v| (std::cmp::Reverse(g.size[v as usize]), g.address[v as usize], v));
+        report.omitted_possibly = possibly.len().saturating_sub(options.limit);
+        report.possibly_lost = possibly
+            .into_iter()
+            .take(options.limit)
+            .map(|v| Block {
+                id: g.identity[v as usize],
+                type_name: heap.type_name(v).into_owned(),
+                address: g.address[v as usize],
+                bytes: g.size[v as usize],
+                site: heap.site_name(g.stack[v as usize]),
+            })
+            .collect();
         report
     }
 
@@ -141,6 +173,13 @@ impl LeakReport {
         .collect()
     }
 
+    fn block_rows(&self) -> Vec<Vec<String>> {
+        self.possibly_lost
+            .iter()
+            .map(|b| vec![size(b.bytes), b.id.to_string(), b.type_name.clone(), b.site.clone()])
+            .collect()
+    }
+
     fn group_rows(&self) -> Vec<Vec<String>> {
         self.groups
             .iter()
@@ -160,17 +199,14 @@ impl LeakReport {
     }
 }
 
+const BLOCK_HEADER: [&str; 4] = ["bytes", "id", "type", "site"];
+const BLOCK_RIGHT: [bool; 4] = [true, true, false, false];
+
 const GROUP_HEADER: [&str; 7] = ["#", "bytes", "objects", "cycle", "leader", "types", "site"];
 const GROUP_RIGHT: [bool; 7] = [true, true, true, false, false, false, false];
 
 fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
     let g = &heap.graph;
-    let mut by_type: HashMap<u32, Amount> = HashMap::new();
-    for &v in &group.members {
-        by_type.entry(g.type_id[v as usize]).or_default().add(g.size[v as usize]);
-    }
-    let mut types: Vec<(u32, Amount)> = by_type.into_iter().collect();
-    types.sort_by_key(|&(t, a)| (std::cmp::Reverse(a.bytes), std::cmp::Reverse(a.objects), t));
     let leader = group.leader as usize;
     GroupRow {
         leader: g.identity[leader],
@@ -179,23 +215,29 @@ fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
         objects: group.members.len() as u64,
         bytes: group.bytes,
         cycle: group.cycle,
-        types: types
-            .into_iter()
-            .map(|(t, a)| TypeRow {
-                type_name: String::from_utf8_lossy(heap.snap.type_name(t)).into_owned(),
-                objects: a.objects,
-                bytes: a.bytes,
-            })
-            .collect(),
+        types: tally(heap, &group.members, |v| heap.type_name(v).into_owned()),
+        sites: tally(heap, &group.members, |v| heap.site_name(g.stack[v as usize])),
         site: heap.site_name(g.stack[leader]),
         stack: heap.stack_names(g.stack[leader]),
         members: options.members.then(|| group.members.iter().map(|&v| g.identity[v as usize]).collect()),
     }
 }
 
+/// Objects and bytes of `nodes` per name, most bytes first.
+fn tally(heap: &Heap<'_>, nodes: &[u32], name: impl Fn(u32) -> String) -> Vec<Tally> {
+    let mut by_name: HashMap<String, Amount> = HashMap::new();
+    for &v in nodes {
+        by_name.entry(name(v)).or_default().add(heap.graph.size[v as usize]);
+    }
+    let mut rows: Vec<Tally> =
+        by_name.into_iter().map(|(name, a)| Tally { name, objects: a.objects, bytes: a.bytes }).collect();
+    rows.sort_by(|a, b| b.bytes.cmp(&a.bytes).then(b.objects.cmp(&a.objects)).then(a.name.cmp(&b.name)));
+    rows
+}
+
 /// "node ×3, str ×2, … (+4 types)"
-fn types_line(types: &[TypeRow]) -> String {
-    let mut line: Vec<String> = types.iter().take(3).map(|t| format!("{} ×{}", t.type_name, t.objects)).collect();
+fn types_line(types: &[Tally]) -> String {
+    let mut line: Vec<String> = types.iter().take(3).map(|t| format!("{} ×{}", t.name, t.objects)).collect();
     if types.len() > 3 {
         line.push(format!("(+{} types)", types.len() - 3));
     }
@@ -210,6 +252,11 @@ impl Report for LeakReport {
             out += "\nleak groups, largest first:\n";
             out += &table(&GROUP_HEADER, &GROUP_RIGHT, &self.group_rows());
             out += &omitted(self.omitted_groups, "groups");
+        }
+        if !self.possibly_lost.is_empty() {
+            out += "\npossibly lost (held only through pointers into their middle), largest first:\n";
+            out += &table(&BLOCK_HEADER, &BLOCK_RIGHT, &self.block_rows());
+            out += &omitted(self.omitted_possibly, "blocks");
         }
         out
     }
@@ -231,6 +278,11 @@ impl Report for LeakReport {
                 )
                 .unwrap();
             }
+        }
+        if !self.possibly_lost.is_empty() {
+            out += "\n### Possibly lost\n\nHeld only through pointers into their middle.\n\n";
+            out += &md_table(&BLOCK_HEADER, &BLOCK_RIGHT, &self.block_rows());
+            out += &omitted(self.omitted_possibly, "blocks");
         }
         out
     }
