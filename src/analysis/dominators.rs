@@ -143,29 +143,26 @@ struct Search {
 }
 
 /// Iterative depth-first search from the virtual root (preorder number 0). The DFS stack is the
-/// path back up `parent`; `cursor` says how far each node's edge list has been scanned.
-fn search(succ: &impl Adjacency, roots: &[u32]) -> Search {
+/// path back up `parent`; `rest` keeps the part of each node's edge list not yet scanned, so that
+/// coming back to a node after a deep subtree costs one load, not three.
+fn search<'g>(succ: &'g impl Adjacency, roots: &'g [u32]) -> Search {
     let n = succ.node_count();
     let mut pre_of = vec![UNREACHED; n];
     let mut node_of: Vec<u32> = Vec::with_capacity(n + 1);
     let mut parent: Vec<u32> = Vec::with_capacity(n + 1);
     let mut semi: Vec<u32> = Vec::with_capacity(n + 1);
-    let mut cursor: Vec<u32> = Vec::with_capacity(n + 1);
+    let mut rest: Vec<&'g [u32]> = Vec::with_capacity(n + 1);
     let mut deferred = Deferred::new(n + 1);
     node_of.push(VIRTUAL_ROOT);
     parent.push(0);
     semi.push(0);
-    cursor.push(0);
+    rest.push(roots);
     let mut current = 0u32;
     loop {
         let c = current as usize;
-        let edges = if c == 0 { roots } else { succ.neighbors(node_of[c]) };
-        assert!(edges.len() < u32::MAX as usize, "node with 2^32 - 1 or more edges");
-        let mut i = cursor[c] as usize;
+        let mut edges = rest[c].iter();
         let mut found = NIL;
-        while i < edges.len() {
-            let t = edges[i];
-            i += 1;
+        for &t in edges.by_ref() {
             match pre_of[t as usize] {
                 UNREACHED => {
                     found = t;
@@ -176,14 +173,14 @@ fn search(succ: &impl Adjacency, roots: &[u32]) -> Search {
                 _ => {} // a self edge: no candidate
             }
         }
-        cursor[c] = i as u32;
+        rest[c] = edges.as_slice();
         if found != NIL {
             let p = node_of.len() as u32;
             pre_of[found as usize] = p;
             node_of.push(found);
             parent.push(current);
             semi.push(current);
-            cursor.push(0);
+            rest.push(succ.neighbors(found));
             current = p;
         } else if c == 0 {
             break;
@@ -191,6 +188,7 @@ fn search(succ: &impl Adjacency, roots: &[u32]) -> Search {
             current = parent[c];
         }
     }
+    drop(rest);
     Search { pre_of, node_of, parent, semi, deferred }
 }
 
