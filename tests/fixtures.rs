@@ -203,3 +203,11 @@ fn retained_sizes_of_the_example() {
         assert_eq!(retained("112"), 256);
     });
 }
+
+#[test]
+fn readme_shows_the_real_output_of_its_first_command() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let output = std::fs::read_to_string(fixtures().join("example.leaks.txt")).unwrap();
+    assert!(readme.contains("cargo run --release -- leaks fixtures/example.hsnap"));
+    assert!(readme.contains(&output), "README's sample differs from fixtures/example.leaks.txt");
+}
