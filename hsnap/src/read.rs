@@ -437,11 +437,18 @@ impl<'a> Snapshot<'a> {
     }
 
     pub fn nodes(&self) -> NodeIter<'_, 'a> {
-        NodeIter { snap: self, chunk: 0, rest: &[], seen: 0, identity: 0, address: 0, failed: false }
+        NodeIter {
+            snap: self,
+            records: Stream::new(&self.node_chunks),
+            seen: 0,
+            identity: 0,
+            address: 0,
+            failed: false,
+        }
     }
 
     pub fn edges(&self) -> EdgeIter<'_, 'a> {
-        EdgeIter { snap: self, chunk: 0, rest: &[], seen: 0, from: 0, left: 0, failed: false }
+        EdgeIter { snap: self, records: Stream::new(&self.edge_chunks), seen: 0, from: 0, left: 0, failed: false }
     }
 
     fn count_mismatch(&self, what: &str, expected: u64, found: u64) -> FormatError {
@@ -517,6 +524,28 @@ fn frame(i: In<'_>) -> Res<'_, Frame> {
     }
 }
 
+/// The records of one kind of chunk as one stream: the unread part of the current chunk, then the
+/// chunks after it.
+struct Stream<'s, 'a> {
+    chunks: &'s [In<'a>],
+    rest: In<'a>,
+}
+
+impl<'s, 'a> Stream<'s, 'a> {
+    fn new(chunks: &'s [In<'a>]) -> Stream<'s, 'a> {
+        Stream { chunks, rest: &[] }
+    }
+
+    /// Whether records remain, moving to the next chunk when this one is used up.
+    fn more(&mut self) -> bool {
+        while self.rest.is_empty() {
+            let Some((first, others)) = self.chunks.split_first() else { return false };
+            (self.rest, self.chunks) = (first, others);
+        }
+        true
+    }
+}
+
 /// The next varint of `rest`, which moves past it.
 #[inline(always)]
 fn next_varint(rest: &mut &[u8]) -> Option<u64> {
@@ -528,8 +557,7 @@ fn next_varint(rest: &mut &[u8]) -> Option<u64> {
 /// Decodes node records in file order, checking each, and at the end their number.
 pub struct NodeIter<'s, 'a> {
     snap: &'s Snapshot<'a>,
-    chunk: usize,
-    rest: In<'a>,
+    records: Stream<'s, 'a>,
     seen: u64,
     identity: u64,
     address: u64,
@@ -556,8 +584,8 @@ impl NodeIter<'_, '_> {
                 Node { identity: identity as u64, address: address as u64, size, type_id, stack, flags: flags as u32 };
             Ok((i, node))
         };
-        let (rest, mut node) = parse(self.rest).map_err(|e| snap.error(e))?;
-        self.rest = rest;
+        let (rest, mut node) = parse(self.records.rest).map_err(|e| snap.error(e))?;
+        self.records.rest = rest;
         self.identity = self.identity.wrapping_add(node.identity);
         self.address = self.address.wrapping_add(node.address);
         node.identity = self.identity;
@@ -577,14 +605,10 @@ impl Iterator for NodeIter<'_, '_> {
         if self.failed {
             return None;
         }
-        while self.rest.is_empty() {
-            if self.chunk == self.snap.node_chunks.len() {
-                self.failed = true;
-                let (expected, seen) = (self.snap.counts.nodes, self.seen);
-                return (seen != expected).then(|| Err(self.snap.count_mismatch("nodes", expected, seen)));
-            }
-            self.rest = self.snap.node_chunks[self.chunk];
-            self.chunk += 1;
+        if !self.records.more() {
+            self.failed = true;
+            let (expected, seen) = (self.snap.counts.nodes, self.seen);
+            return (seen != expected).then(|| Err(self.snap.count_mismatch("nodes", expected, seen)));
         }
         let item = self.record();
         self.failed = item.is_err();
@@ -595,8 +619,7 @@ impl Iterator for NodeIter<'_, '_> {
 /// Decodes edges in file order as `(source, edge)`, checking each, and at the end their number.
 pub struct EdgeIter<'s, 'a> {
     snap: &'s Snapshot<'a>,
-    chunk: usize,
-    rest: In<'a>,
+    records: Stream<'s, 'a>,
     seen: u64,
     from: u32,
     /// Edges left in the current record.
@@ -667,7 +690,7 @@ impl<'a> EdgeIter<'_, 'a> {
     #[inline(always)]
     fn fast(&mut self) -> Option<(u32, Edge)> {
         let nodes = self.snap.counts.nodes;
-        let mut rest = self.rest;
+        let mut rest = self.records.rest;
         let (mut from, mut left) = (self.from, self.left);
         if left == 0 {
             let f = (from as i64).wrapping_add(unzigzag(next_varint(&mut rest)?));
@@ -698,7 +721,7 @@ impl<'a> EdgeIter<'_, 'a> {
         if (left > 0 && rest.is_empty()) || self.seen >= self.snap.counts.edges {
             return None;
         }
-        (self.rest, self.from, self.left) = (rest, from, left);
+        (self.records.rest, self.from, self.left) = (rest, from, left);
         self.seen += 1;
         Some((from, Edge { to: to as u32, kind, label }))
     }
@@ -708,14 +731,14 @@ impl<'a> EdgeIter<'_, 'a> {
             return Ok(item);
         }
         if self.left == 0 {
-            let (rest, ()) = self.record_head(self.rest).map_err(|e| self.snap.error(e))?;
-            self.rest = rest;
+            let (rest, ()) = self.record_head(self.records.rest).map_err(|e| self.snap.error(e))?;
+            self.records.rest = rest;
         }
-        let (rest, edge) = self.edge(self.rest).map_err(|e| self.snap.error(e))?;
-        self.rest = rest;
+        let (rest, edge) = self.edge(self.records.rest).map_err(|e| self.snap.error(e))?;
+        self.records.rest = rest;
         self.left -= 1;
         self.seen += 1;
-        if self.left > 0 && self.rest.is_empty() {
+        if self.left > 0 && self.records.rest.is_empty() {
             return Err(FormatError::new(self.snap.offset_of(rest), "edge record ends before its last edge"));
         }
         if self.seen > self.snap.counts.edges {
@@ -732,14 +755,10 @@ impl Iterator for EdgeIter<'_, '_> {
         if self.failed {
             return None;
         }
-        while self.rest.is_empty() {
-            if self.chunk == self.snap.edge_chunks.len() {
-                self.failed = true;
-                let (expected, seen) = (self.snap.counts.edges, self.seen);
-                return (seen != expected).then(|| Err(self.snap.count_mismatch("edges", expected, seen)));
-            }
-            self.rest = self.snap.edge_chunks[self.chunk];
-            self.chunk += 1;
+        if !self.records.more() {
+            self.failed = true;
+            let (expected, seen) = (self.snap.counts.edges, self.seen);
+            return (seen != expected).then(|| Err(self.snap.count_mismatch("edges", expected, seen)));
         }
         let item = self.next_edge();
         self.failed = item.is_err();

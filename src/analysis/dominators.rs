@@ -319,23 +319,9 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64Mcg;
 
-    /// A random graph: (node count, edges, roots) with self loops, duplicate edges, chains and
-    /// unreachable parts; 0 to 4 roots, possibly repeated, in random order.
+    /// A random graph: (node count, edges, roots); 0 to 4 roots, possibly repeated, in random order.
     fn random_graph(rng: &mut Pcg64Mcg) -> (usize, Vec<(u32, u32)>, Vec<u32>) {
-        let n = rng.random_range(1..60usize);
-        let degree = [0.3, 0.8, 1.2, 2.0, 4.0][rng.random_range(0..5)];
-        let m = (n as f64 * degree * rng.random_range(0.5..1.5)) as usize;
-        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(m);
-        for _ in 0..m {
-            let from = rng.random_range(0..n as u32);
-            let edge = match rng.random_range(0..10) {
-                0 => (from, from),
-                1 if !edges.is_empty() => edges[rng.random_range(0..edges.len())],
-                2..=4 => (from, (from + 1) % n as u32),
-                _ => (from, rng.random_range(0..n as u32)),
-            };
-            edges.push(edge);
-        }
+        let (n, edges) = crate::analysis::testing::random_edges(rng);
         let root_count = [0, 1, 1, 1, 2, 2, 3, 4][rng.random_range(0..8)];
         let roots = (0..root_count).map(|_| rng.random_range(0..n as u32)).collect();
         (n, edges, roots)

@@ -7,6 +7,8 @@ pub mod paths;
 pub mod reach;
 pub mod retained;
 pub mod scc;
+#[cfg(test)]
+mod testing;
 
 use std::time::Instant;
 

@@ -130,25 +130,6 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_pcg::Pcg64Mcg;
 
-    /// A random graph with self loops, duplicate edges and chains (so that cycles are long).
-    fn random_graph(rng: &mut Pcg64Mcg) -> (usize, Vec<(u32, u32)>) {
-        let n = rng.random_range(1..60usize);
-        let degree = [0.3, 0.8, 1.2, 2.0, 4.0][rng.random_range(0..5)];
-        let m = (n as f64 * degree * rng.random_range(0.5..1.5)) as usize;
-        let mut edges: Vec<(u32, u32)> = Vec::with_capacity(m);
-        for _ in 0..m {
-            let from = rng.random_range(0..n as u32);
-            let edge = match rng.random_range(0..10) {
-                0 => (from, from),
-                1 if !edges.is_empty() => edges[rng.random_range(0..edges.len())],
-                2..=4 => (from, (from + 1) % n as u32),
-                _ => (from, rng.random_range(0..n as u32)),
-            };
-            edges.push(edge);
-        }
-        (n, edges)
-    }
-
     /// The partition as sorted lists of sorted nodes.
     fn canonical(mut parts: Vec<Vec<u32>>) -> Vec<Vec<u32>> {
         for p in &mut parts {
@@ -207,7 +188,7 @@ mod tests {
     fn partition_matches_petgraph_on_random_graphs() {
         let mut rng = Pcg64Mcg::seed_from_u64(0x5CC0);
         for i in 0..4000 {
-            let (n, edges) = random_graph(&mut rng);
+            let (n, edges) = crate::analysis::testing::random_edges(&mut rng);
             check(n, &edges, &vec![true; n], i % 2 == 0);
         }
     }
@@ -216,7 +197,7 @@ mod tests {
     fn partition_matches_petgraph_on_random_induced_subgraphs() {
         let mut rng = Pcg64Mcg::seed_from_u64(0x5CC1);
         for i in 0..4000 {
-            let (n, edges) = random_graph(&mut rng);
+            let (n, edges) = crate::analysis::testing::random_edges(&mut rng);
             let keep = rng.random_range(0.2..1.0);
             let include: Vec<bool> = (0..n).map(|_| rng.random_bool(keep)).collect();
             check(n, &edges, &include, i % 2 == 0);

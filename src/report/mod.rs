@@ -11,6 +11,9 @@ pub mod top;
 use comfy_table::{CellAlignment, ContentArrangement, Table, presets};
 use serde::Serialize;
 
+use crate::analysis::Analysis;
+use crate::heap::Heap;
+
 /// How a report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -29,6 +32,34 @@ pub trait Report: Serialize {
             Format::Text => self.text(),
             Format::Markdown => self.markdown(),
             Format::Json => serde_json::to_string_pretty(self).expect("reports serialize") + "\n",
+        }
+    }
+}
+
+/// A node as reports describe it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeRef {
+    /// The node's identity.
+    pub id: u64,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub address: u64,
+    pub shallow: u64,
+    pub retained: u64,
+    /// Its allocation site: the innermost frame of its stack.
+    pub site: String,
+}
+
+impl NodeRef {
+    pub fn of(heap: &Heap<'_>, analysis: &Analysis, v: u32) -> NodeRef {
+        let g = &heap.graph;
+        NodeRef {
+            id: g.identity[v as usize],
+            type_name: heap.type_name(v).into_owned(),
+            address: g.address[v as usize],
+            shallow: g.size[v as usize],
+            retained: analysis.retention.retained[v as usize],
+            site: heap.site_name(g.stack[v as usize]),
         }
     }
 }

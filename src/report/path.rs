@@ -6,7 +6,7 @@ use std::fmt::Write;
 use hsnap::{EdgeKind, Label};
 use serde::Serialize;
 
-use super::{Report, md, size};
+use super::{NodeRef, Report, md, size};
 use crate::analysis::Analysis;
 use crate::analysis::paths::shortest_chains;
 use crate::analysis::reach::Class;
@@ -21,16 +21,6 @@ pub struct PathReport {
     /// `reachable`, `possibly lost` or `leaked`.
     pub status: &'static str,
     pub chains: Vec<Chain>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeRef {
-    pub id: u64,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub address: u64,
-    pub shallow: u64,
-    pub retained: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -71,13 +61,7 @@ impl PathReport {
         };
         let sources: Vec<u32> = chains.iter().flat_map(|c| c[..c.len() - 1].iter().copied()).collect();
         let labels = heap.labels(&sources);
-        let node = |v: u32| NodeRef {
-            id: g.identity[v as usize],
-            type_name: heap.type_name(v).into_owned(),
-            address: g.address[v as usize],
-            shallow: g.size[v as usize],
-            retained: analysis.retention.retained[v as usize],
-        };
+        let node = |v: u32| NodeRef::of(heap, analysis, v);
         let chains = chains
             .into_iter()
             .map(|chain| {

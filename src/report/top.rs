@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Report, md, md_table, omitted, size, table};
+use super::{NodeRef, Report, md, md_table, omitted, size, table};
 use crate::analysis::Analysis;
 use crate::analysis::dominators::UNREACHED;
 use crate::analysis::retained::KeyTotal;
@@ -27,25 +27,13 @@ pub struct TopReport {
     /// Bytes the roots keep alive in all (still reachable and possibly lost).
     pub held_bytes: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub objects: Option<Vec<ObjectRow>>,
+    pub objects: Option<Vec<NodeRef>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub types: Option<Vec<KeyRow>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sites: Option<Vec<KeyRow>>,
     /// Rows left out by the limit.
     pub omitted: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ObjectRow {
-    /// The node's identity.
-    pub id: u64,
-    #[serde(rename = "type")]
-    pub type_name: String,
-    pub address: u64,
-    pub shallow: u64,
-    pub retained: u64,
-    pub site: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,19 +63,7 @@ impl TopReport {
         match by {
             By::Object => {
                 report.omitted = (0..g.node_count()).filter(reached).count().saturating_sub(limit);
-                report.objects = Some(
-                    r.top(limit)
-                        .into_iter()
-                        .map(|v| ObjectRow {
-                            id: g.identity[v as usize],
-                            type_name: heap.type_name(v).into_owned(),
-                            address: g.address[v as usize],
-                            shallow: g.size[v as usize],
-                            retained: r.retained[v as usize],
-                            site: heap.site_name(g.stack[v as usize]),
-                        })
-                        .collect(),
-                );
+                report.objects = Some(r.top(limit).into_iter().map(|v| NodeRef::of(heap, analysis, v)).collect());
             }
             By::Type => {
                 let totals = r.by_key(g, &g.type_id);
