@@ -60,10 +60,10 @@ fn load_edges(
         return Err(FormatError::new(0, format!("{total} edges: more than this reader supports")));
     }
     let bar = progress.bar("edges", total * 2);
-    let laid_out = lay_out(node_count, |emit| {
+    let laid_out = lay_out(node_count, |layout| {
         let mut count = 0u32;
         snap.edges().visit(|from, edge| {
-            emit(from, edge.to, edge.kind);
+            layout.emit(from, edge.to, edge.kind);
             count = count.wrapping_add(1);
             if count % 65536 == 0 {
                 bar.inc(65536);
@@ -74,42 +74,49 @@ fn load_edges(
     laid_out
 }
 
-/// Lays edges out by source and kind with one counting sort. `visit` is called twice and must
-/// emit the same edges each time: once to count them, once to place them.
-fn lay_out<E>(
-    node_count: usize,
-    visit: impl Fn(&mut dyn FnMut(u32, u32, EdgeKind)) -> Result<(), E>,
-) -> Result<(Vec<Span>, Vec<u32>), E> {
-    // First the spans hold counts per kind, then cursors per kind: each cursor starts at its
-    // section and ends at the next one, so after placing, `start` has become the strong end,
-    // `strong_end` the retaining end, and `retaining_end` the node's end, the next node's start.
-    let mut spans = vec![Span::default(); node_count + 1];
-    visit(&mut |from, _, kind| {
-        let span = &mut spans[from as usize];
-        match kind {
-            EdgeKind::Strong => span.start += 1,
-            EdgeKind::Interior => span.strong_end += 1,
-            EdgeKind::Weak => span.retaining_end += 1,
+/// Edges being laid out by source and kind with one counting sort: [`lay_out`] feeds every edge
+/// through [`Layout::emit`] twice, once to count and once to place.
+pub struct Layout {
+    spans: Vec<Span>,
+    targets: Vec<u32>,
+    placing: bool,
+}
+
+impl Layout {
+    // While counting, the spans hold counts per kind; while placing, cursors per kind. Each
+    // cursor starts at its section and ends at the next one, so after placing, `start` has become
+    // the strong end, `strong_end` the retaining end, and `retaining_end` the node's end.
+    #[inline]
+    pub fn emit(&mut self, from: u32, to: u32, kind: EdgeKind) {
+        let span = &mut self.spans[from as usize];
+        let slot = match kind {
+            EdgeKind::Strong => &mut span.start,
+            EdgeKind::Interior => &mut span.strong_end,
+            EdgeKind::Weak => &mut span.retaining_end,
+        };
+        if self.placing {
+            self.targets[*slot as usize] = to;
         }
-    })?;
+        *slot += 1;
+    }
+}
+
+/// Lays edges out by source and kind. `visit` is called twice and must emit the same edges each
+/// time; the arrays of the result are the only allocation, never a temporary edge list.
+fn lay_out<E>(node_count: usize, visit: impl Fn(&mut Layout) -> Result<(), E>) -> Result<(Vec<Span>, Vec<u32>), E> {
+    let mut layout = Layout { spans: vec![Span::default(); node_count + 1], targets: Vec::new(), placing: false };
+    visit(&mut layout)?;
     let mut next = 0u32;
-    for span in &mut spans {
+    for span in &mut layout.spans {
         let (strong, interior, weak) = (span.start, span.strong_end, span.retaining_end);
         let start = next;
         next = next.checked_add(strong + interior + weak).expect("at most u32::MAX edges");
         *span = Span { start, strong_end: start + strong, retaining_end: start + strong + interior };
     }
-    let mut targets = vec![0u32; next as usize];
-    visit(&mut |from, to, kind| {
-        let span = &mut spans[from as usize];
-        let cursor = match kind {
-            EdgeKind::Strong => &mut span.start,
-            EdgeKind::Interior => &mut span.strong_end,
-            EdgeKind::Weak => &mut span.retaining_end,
-        };
-        targets[*cursor as usize] = to;
-        *cursor += 1;
-    })?;
+    layout.targets = vec![0u32; next as usize];
+    layout.placing = true;
+    visit(&mut layout)?;
+    let Layout { mut spans, targets, .. } = layout;
     let mut end = 0;
     for span in &mut spans {
         let node_end = span.retaining_end;
@@ -175,9 +182,9 @@ impl Graph {
 
     /// A graph from plain lists, for tests: node `i` has identity `i + 1`, size 1, type 0.
     pub fn from_edges(node_count: usize, edges: &[(u32, u32, EdgeKind)], roots: Vec<Root>) -> Graph {
-        let (spans, targets) = lay_out::<()>(node_count, |emit| {
+        let (spans, targets) = lay_out::<()>(node_count, |layout| {
             for &(from, to, kind) in edges {
-                emit(from, to, kind);
+                layout.emit(from, to, kind);
             }
             Ok(())
         })
