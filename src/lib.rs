@@ -12,6 +12,7 @@ pub mod cache;
 pub mod error;
 pub mod graph;
 pub mod heap;
+pub mod import;
 pub mod progress;
 pub mod report;
 pub mod synth;

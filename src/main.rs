@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use heapsnap::analysis::Analysis;
-use heapsnap::heap::{Heap, SnapshotFile};
+use heapsnap::heap::Heap;
 use heapsnap::progress::Progress;
 use heapsnap::report::dot::{self, Direction};
 use heapsnap::report::leaks::{LeakOptions, LeakReport};
@@ -94,6 +94,13 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         max_nodes: usize,
     },
+    /// Convert a V8 heap snapshot (.heapsnapshot, from Chrome or Node) to .hsnap. Every command
+    /// also reads .heapsnapshot files directly, converting them on the fly.
+    Convert {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// Write a synthetic snapshot with planted leaks (for tests and benchmarks).
     Synth {
         #[arg(short, long)]
@@ -149,8 +156,8 @@ fn main() -> ExitCode {
 /// Loads a snapshot and its analysis, then hands both to `f`.
 fn with_analysis<T>(cli: &Cli, path: &Path, f: impl FnOnce(&Heap<'_>, &Analysis) -> Result<T>) -> Result<T> {
     let progress = Progress::stderr(cli.quiet);
-    let file = SnapshotFile::open(path)?;
-    let heap = Heap::load(&file, &progress)?;
+    let opened = heapsnap::import::open_any(path, &progress)?;
+    let heap = opened.load(&progress)?;
     let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
     f(&heap, &analysis)
 }
@@ -184,6 +191,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print(&dot::dot(heap, analysis, target, direction, *depth, *max_nodes))?;
                 Ok(ok)
             })
+        }
+        Command::Convert { input, output } => {
+            let stats = heapsnap::import::v8::convert(input, output, &Progress::stderr(cli.quiet))?;
+            eprintln!("{}: {} nodes, {} edges", output.display(), stats.nodes, stats.edges);
+            Ok(ok)
         }
         Command::Synth { output, nodes, edges_per_node, seed, far_edges, truth } => {
             let options = SynthOptions {

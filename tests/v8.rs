@@ -1,0 +1,325 @@
+//! The V8 `.heapsnapshot` importer: hand-written fixtures with exact expectations, real snapshots
+//! written by Node (`tests/v8/make-heap.js`), retained sizes compared with memlab's
+//! (`tests/v8/memlab-retained.js`, which needs `npm ci --prefix tests/v8`; the test runs it when
+//! `tests/v8/node_modules` is missing), and damaged inputs.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use heapsnap::Error;
+use heapsnap::analysis::Analysis;
+use heapsnap::heap::{Heap, SnapshotFile};
+use heapsnap::import::{open_any, v8};
+use heapsnap::progress::Progress;
+use hsnap::{EdgeKind, Label, Node, RootKind};
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scripts() -> PathBuf {
+    manifest().join("tests/v8")
+}
+
+fn tiny() -> PathBuf {
+    manifest().join("fixtures/v8/tiny.heapsnapshot")
+}
+
+fn convert(input: &Path, dir: &Path) -> (PathBuf, v8::ConvertStats) {
+    let output = dir.join("out.hsnap");
+    let stats = v8::convert(input, &output, &Progress::hidden()).unwrap_or_else(|e| panic!("{e}"));
+    (output, stats)
+}
+
+/// Runs `node SCRIPT ARGS…` in `tests/v8` and returns its stdout.
+fn node(script: &str, args: &[&str]) -> String {
+    let output = Command::new("node")
+        .arg(script)
+        .args(args)
+        .current_dir(scripts())
+        .output()
+        .unwrap_or_else(|e| panic!("node (Node.js) is needed for this test: {e}"));
+    assert!(output.status.success(), "node {script} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A snapshot of the known heap of `make-heap.js`, in `dir`.
+fn node_snapshot(dir: &Path) -> PathBuf {
+    let path = dir.join("heap.heapsnapshot");
+    node("make-heap.js", &[path.to_str().unwrap()]);
+    path
+}
+
+/// The node count in a snapshot's `snapshot.node_count` (read with serde_json: this is the test).
+fn v8_node_count(path: &Path) -> u64 {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let fields = value["snapshot"]["meta"]["node_fields"].as_array().unwrap().len() as u64;
+    let nodes = value["nodes"].as_array().unwrap().len() as u64;
+    assert_eq!(nodes % fields, 0);
+    assert_eq!(value["snapshot"]["node_count"].as_u64(), Some(nodes / fields));
+    nodes / fields
+}
+
+#[test]
+fn tiny_fixture_converts_with_exact_types_edges_and_retained_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (output, stats) = convert(&tiny(), dir.path());
+    assert_eq!((stats.nodes, stats.edges, stats.weak_edges, stats.locations), (10, 12, 3, 1));
+
+    let file = SnapshotFile::open(&output).unwrap();
+    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let g = &heap.graph;
+    assert_eq!(g.node_count(), 10);
+    assert_eq!(g.identity, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
+    assert_eq!(g.size, [0, 0, 10, 20, 30, 40, 50, 60, 70, 80]);
+    assert_eq!(g.address, [0; 10]);
+    let types: Vec<String> = (0..10).map(|v| heap.type_name(v).into_owned()).collect();
+    let expected = [
+        "(synthetic)",
+        "(GC roots)",
+        "global",
+        "Foo",
+        "(string)",
+        "(system)",
+        "Key",
+        "Val",
+        "(closure)",
+        "Detached <div>",
+    ];
+    assert_eq!(types, expected);
+    assert_eq!(g.flags[9], Node::DETACHED);
+    assert!(g.flags[..9].iter().all(|&f| f == 0));
+
+    // Node 0 is the one root.
+    assert_eq!(g.roots().len(), 1);
+    let root = g.roots()[0];
+    assert_eq!((root.node, root.kind, heap.string(root.name).as_ref()), (0, RootKind::GcRoot, "(root)"));
+
+    // Non-essential edges are weak: the shortcut from Foo (not from the root), the weak edge, and
+    // the WeakMap table's edge to the value; the key's edge to the value retains.
+    let kind = |from: u32, to: u32| g.edges(from).find(|&(t, _)| t == to).map(|(_, k)| k);
+    assert_eq!(kind(0, 2), Some(EdgeKind::Strong)); // shortcut from the root
+    assert_eq!(kind(3, 7), Some(EdgeKind::Weak)); // shortcut
+    assert_eq!(kind(3, 8), Some(EdgeKind::Weak)); // weak
+    assert_eq!(kind(5, 7), Some(EdgeKind::Weak)); // WeakMap table -> value
+    assert_eq!(kind(6, 7), Some(EdgeKind::Strong)); // WeakMap key -> value
+    let labels = heap.labels(&[0, 3]);
+    assert_eq!(labels[&(0, 1, EdgeKind::Strong)], Label::Index(1));
+    let name = |label: Label| heap.label_name(label).unwrap();
+    assert_eq!(name(labels[&(0, 2, EdgeKind::Strong)]), "global");
+    assert_eq!(labels[&(3, 4, EdgeKind::Strong)], Label::Index(0));
+    assert_eq!(name(labels[&(3, 7, EdgeKind::Weak)]), "s😀");
+    assert_eq!(name(labels[&(3, 9, EdgeKind::Strong)]), "dé");
+
+    // The location: object 3, script 4, line 9, column 2 (0-based).
+    assert_eq!(heap.site_name(g.stack[3]), "script 4");
+    assert!(g.stack.iter().enumerate().all(|(v, &s)| (v == 3) == (s != 0)));
+    assert_eq!(heap.snap.meta_value("producer"), Some(&b"tiny \"hand-written\" heap"[..]));
+    assert_eq!(heap.snap.meta_value("capture"), Some(&b"v8"[..]));
+
+    let analysis = Analysis::of(g, &Progress::hidden());
+    let retained = &analysis.retention.retained;
+    assert_eq!(retained[..8], [290, 0, 290, 130, 30, 40, 110, 60]);
+    assert_eq!(retained[9], 80);
+    // Reached only through a weak edge: leaked for heapsnap (memlab hangs it under the root).
+    assert!(analysis.reach.is_leaked(8));
+    assert_eq!((retained[8], (0..10).filter(|&v| analysis.reach.is_leaked(v)).count()), (70, 1));
+}
+
+#[test]
+fn open_any_converts_v8_and_passes_hsnap_through() {
+    let opened = open_any(&tiny(), &Progress::hidden()).unwrap();
+    assert_eq!(opened.converted.map(|s| s.nodes), Some(10));
+    let heap = opened.load(&Progress::hidden()).unwrap();
+    assert_eq!((heap.graph.node_count(), heap.path.as_path()), (10, tiny().as_path()));
+
+    let example = manifest().join("fixtures/example.hsnap");
+    let opened = open_any(&example, &Progress::hidden()).unwrap();
+    assert!(opened.converted.is_none());
+    assert_eq!(opened.load(&Progress::hidden()).unwrap().path, example);
+    assert!(!v8::looks_like(&std::fs::read(&example).unwrap()));
+}
+
+/// Every damaged input is an `Error::Format` naming the input and an offset inside it, and the
+/// output is not created.
+fn assert_rejected(dir: &Path, text: &[u8], expect: Option<&str>) -> String {
+    let input = dir.join("bad.heapsnapshot");
+    let output = dir.join("bad.hsnap");
+    std::fs::write(&input, text).unwrap();
+    let error = v8::convert(&input, &output, &Progress::hidden());
+    let shown = match error {
+        Err(Error::Format { path, source }) => {
+            assert_eq!(path, input);
+            assert!(source.offset <= text.len() as u64, "{source} is past the end");
+            source.to_string()
+        }
+        Err(other) => panic!("expected a format error, got {other}"),
+        Ok(stats) => panic!("accepted a damaged snapshot ({stats:?}):\n{}", String::from_utf8_lossy(text)),
+    };
+    assert!(!output.exists());
+    if let Some(expect) = expect {
+        assert!(shown.contains(expect), "{shown:?} does not mention {expect:?}");
+    }
+    shown
+}
+
+#[test]
+fn truncated_snapshots_are_rejected_at_every_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read(tiny()).unwrap();
+    // Every prefix that is not the whole object (the trailing newline may go).
+    let end = text.iter().rposition(|&c| c == b'}').unwrap();
+    for len in 0..=end {
+        assert_rejected(dir.path(), &text[..len], None);
+    }
+}
+
+#[test]
+fn wrong_values_are_rejected_with_their_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = String::from_utf8(std::fs::read(tiny()).unwrap()).unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (r#""nodes":[0,9,1,2"#, r#""nodes":{"a":1},"x":[0,9,1,2"#, "expected `[`"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80,2,\"0\"]", "expected a non-negative integer"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80,2,-1]", "expected a non-negative integer"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80.5,2,0]", "expected a non-negative integer"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80,2]", "records of 7 numbers"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80,2,0,1,2]", "records of 7 numbers"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,0,80,2,0,1,2,3,4,5,6,7]", "the nodes' edge counts say"),
+        (",9,8,19,0,80,2,0]", ",20,8,19,0,80,2,0]", "expected a node name"),
+        (",9,8,19,0,80,2,0]", ",9,15,19,0,80,2,0]", "expected a node type"),
+        (",9,8,19,0,80,2,0]", ",9,8,19,1,80,2,0]", "expected an edge: the nodes' edge counts"),
+        ("\n,49,3,16],", "\n,49,3,16,7,1,1],", "more edges than"),
+        ("\n,49,3,16],", "\n,70,3,16],", "expected an edge's to_node"),
+        ("\n,49,3,16],", "\n,50,3,16],", "expected an edge's to_node"),
+        ("\n,49,3,16],", "\n,49,7,16],", "expected an edge type"),
+        ("\n,49,3,16],", "\n,49,3,17],", "expected an edge name"),
+        ("[21,4,9,2]", "[22,4,9,2]", "object_index"),
+        ("[21,4,9,2]", "[70,4,9,2]", "every location's object_index"),
+        ("[21,4,9,2]", "[21,4,9]", "records of 4 numbers"),
+        (r#""d\u00e9""#, r#""d\u00g9""#, "four hex digits"),
+        (r#""d\u00e9""#, r#""d\x""#, "after `\\`"),
+        (r#""d\u00e9""#, "\"d\u{1}\"", "control character"),
+        ("\"a\",\"t\"", "\"a\" \"t\"", "expected `,` or `]`"),
+        ("\"edge_fields\"", "\"edge_fieldz\"", "expected `meta.edge_fields`"),
+        ("[\"to_node\",\"type\",\"name_or_index\"]", "[\"to_node\",\"type\",\"name\"]", "`name_or_index`"),
+        ("\"node_types\":[\"string\",[", "\"node_types\":[\"string\",[1,", "expected a string in"),
+        ("\"node_types\":[\"string\",[", "\"node_types\":[\"string\",{\"a\":1},[", "an array of strings"),
+        ("\"locations\":", "\"nodes\":[],\"locations\":", "repeated"),
+        ("{\"deep\"", "{\"deep\" 1", "expected `:`"),
+        ("\"edges\":[", "\"edgez\":[", "expected a `edges` member"),
+    ];
+    for &(from, to, expect) in cases {
+        assert_eq!(text.matches(from).count(), 1, "{from:?} is not unique in the fixture");
+        assert_rejected(dir.path(), text.replacen(from, to, 1).as_bytes(), Some(expect));
+    }
+    // Trailing garbage, an empty snapshot, a JSON document of another kind.
+    assert_rejected(dir.path(), format!("{text}x").as_bytes(), Some("expected the end of the file"));
+    assert_rejected(dir.path(), b"{}", Some("expected a `snapshot` member"));
+    assert_rejected(dir.path(), b"[1, 2]", Some("expected `{`"));
+    let shown = assert_rejected(dir.path(), b"{\"snapshot\": {\"meta\": {}}, \"nodes\": [1, x]}", None);
+    assert!(shown.starts_with("byte 27:") || shown.contains("expected"), "{shown}");
+    // Deep nesting in skipped members is no stack overflow; too deep in `snapshot` is an error.
+    let deep = format!("{{\"x\":{}{}, {}", "[".repeat(100_000), "]".repeat(100_000), &text[1..]);
+    convert(
+        &{
+            let path = dir.path().join("deep.heapsnapshot");
+            std::fs::write(&path, deep).unwrap();
+            path
+        },
+        dir.path(),
+    );
+    let nested = format!("{{\"snapshot\":{{\"x\":{}1{}}}}}", "[".repeat(20), "]".repeat(20));
+    assert_rejected(dir.path(), nested.as_bytes(), Some("nested no deeper"));
+}
+
+#[test]
+fn node_snapshot_keeps_every_node_and_finds_the_map_and_the_closure() {
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = node_snapshot(dir.path());
+    let start = Instant::now();
+    let (output, stats) = convert(&snapshot, dir.path());
+    let converted = start.elapsed();
+    let file = SnapshotFile::open(&output).unwrap();
+    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let analysis = Analysis::of(&heap.graph, &Progress::hidden());
+    eprintln!(
+        "{}: {} bytes, {} nodes, {} edges: converted in {:.3} s, loaded and analysed in {:.3} s",
+        snapshot.display(),
+        std::fs::metadata(&snapshot).unwrap().len(),
+        stats.nodes,
+        stats.edges,
+        converted.as_secs_f64(),
+        (start.elapsed() - converted).as_secs_f64()
+    );
+    assert_eq!(heap.graph.node_count() as u64, v8_node_count(&snapshot));
+
+    let leaked = (0..heap.graph.node_count() as u32).filter(|&v| analysis.reach.is_leaked(v)).count();
+    assert_eq!(leaked, 0, "Node's snapshots hold only what the root reaches");
+
+    let top = analysis.retention.top(12);
+    let retained = |v: u32| analysis.retention.retained[v as usize];
+    let described: Vec<String> = top
+        .iter()
+        .map(|&v| format!("{} #{} {}", heap.type_name(v), heap.graph.identity[v as usize], retained(v)))
+        .collect();
+    // 2000 Leaky instances of 16 elements each; 200000 doubles in the closure's context.
+    let map = top.iter().find(|&&v| heap.type_name(v) == "Map");
+    assert!(map.is_some_and(|&v| retained(v) > 2000 * 16 * 8), "no Map among {described:#?}");
+    let closure = top.iter().find(|&&v| heap.type_name(v) == "(closure)");
+    assert!(closure.is_some_and(|&v| retained(v) > 1_600_000), "no closure among {described:#?}");
+    let leaky = (0..heap.graph.node_count() as u32).filter(|&v| heap.type_name(v) == "Leaky").count();
+    assert_eq!(leaky, 2000);
+}
+
+/// memlab's `node_modules`, installed from the lock file when missing.
+fn ensure_memlab() {
+    if scripts().join("node_modules/@memlab/core/package.json").exists() {
+        return;
+    }
+    let status = Command::new("npm")
+        .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund", "--prefix"])
+        .arg(scripts())
+        .status()
+        .unwrap_or_else(|e| panic!("npm is needed to install memlab: {e}"));
+    assert!(status.success(), "npm ci --prefix tests/v8 failed");
+}
+
+#[test]
+fn retained_sizes_agree_with_memlab_on_the_1000_largest() {
+    ensure_memlab();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = node_snapshot(dir.path());
+    let (output, _) = convert(&snapshot, dir.path());
+    let file = SnapshotFile::open(&output).unwrap();
+    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let analysis = Analysis::of(&heap.graph, &Progress::hidden());
+
+    let memlab = node("memlab-retained.js", &[snapshot.to_str().unwrap(), "1000"]);
+    let (compared, differ) = compare_with_memlab(&heap, &analysis, &memlab);
+    assert_eq!(compared, 1000);
+    assert!(differ.is_empty(), "{} of 1000 differ:\n{}", differ.len(), differ.join("\n"));
+}
+
+/// Compares memlab's `{id, retainedSize}` lines with heapsnap's retained sizes: how many were
+/// compared, and the differences.
+fn compare_with_memlab(heap: &Heap<'_>, analysis: &Analysis, memlab: &str) -> (usize, Vec<String>) {
+    let by_identity: HashMap<u64, u32> =
+        heap.graph.identity.iter().enumerate().map(|(v, &id)| (id, v as u32)).collect();
+    let mut differ = Vec::new();
+    let mut compared = 0;
+    for line in memlab.lines() {
+        let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+        let id = entry["id"].as_u64().unwrap();
+        let theirs = entry["retainedSize"].as_u64().unwrap();
+        let v = by_identity[&id];
+        let ours = analysis.retention.retained[v as usize];
+        if ours != theirs {
+            differ.push(format!("#{id} {}: heapsnap {ours}, memlab {theirs}", heap.type_name(v)));
+        }
+        compared += 1;
+    }
+    (compared, differ)
+}
