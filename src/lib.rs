@@ -9,12 +9,14 @@ pub mod analysis;
 pub mod atomic;
 pub mod bench;
 pub mod cache;
+pub mod diff;
 pub mod error;
 pub mod graph;
 pub mod heap;
 pub mod import;
 pub mod progress;
 pub mod report;
+pub mod suppress;
 pub mod synth;
 
 pub use error::{Error, Result};

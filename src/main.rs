@@ -6,14 +6,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use heapsnap::analysis::Analysis;
+use heapsnap::diff::{self, CandidateReport, DiffReport, Side};
 use heapsnap::heap::Heap;
+use heapsnap::import::open_any;
 use heapsnap::progress::Progress;
+use heapsnap::report::check::{Budget, CheckOptions, CheckReport};
 use heapsnap::report::dot::{self, Direction};
 use heapsnap::report::leaks::{LeakOptions, LeakReport};
 use heapsnap::report::path::PathReport;
 use heapsnap::report::summary::SummaryReport;
 use heapsnap::report::top::{By, TopReport};
 use heapsnap::report::{Format, Report};
+use heapsnap::suppress::Suppressions;
 use heapsnap::synth::{self, SynthOptions};
 use heapsnap::{Error, Result, bench, cache};
 
@@ -100,6 +104,44 @@ enum Command {
         input: PathBuf,
         #[arg(short, long)]
         output: PathBuf,
+    },
+    /// What grew from BASE to NEW; with three snapshots, leak candidates by memlab's rule.
+    Diff {
+        /// BASE NEW, or BASE TARGET FINAL.
+        #[arg(num_args = 2..=3, required = true)]
+        snapshots: Vec<PathBuf>,
+        /// How to match nodes: by identity (one process), by type and site (different runs), or auto.
+        #[arg(long, value_enum, default_value = "auto")]
+        by: diff::By,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Rows per table.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Gate for CI: exit 1 when a leak or growth budget is exceeded.
+    Check {
+        snapshot: PathBuf,
+        /// The snapshot to measure growth against.
+        #[arg(long)]
+        baseline: Option<PathBuf>,
+        /// Most bytes that may leak (unsuppressed groups): 1234, 500kB, 10MiB.
+        #[arg(long, value_parser = parse_size)]
+        max_leaked: Option<(u64, String)>,
+        /// Most growth against --baseline: a size, or a percentage of the baseline's reachable bytes (5%).
+        #[arg(long, value_parser = parse_budget)]
+        max_growth: Option<(Budget, String)>,
+        /// Known leaks not to count (formats/suppressions.md).
+        #[arg(long)]
+        suppressions: Option<PathBuf>,
+        /// Append the Markdown report to this file (such as "$GITHUB_STEP_SUMMARY").
+        #[arg(long)]
+        report: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: Format,
+        /// Rows per table.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        limit: usize,
     },
     /// Write a synthetic snapshot with planted leaks (for tests and benchmarks).
     Synth {
@@ -197,6 +239,55 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eprintln!("{}: {} nodes, {} edges", output.display(), stats.nodes, stats.edges);
             Ok(ok)
         }
+        Command::Diff { snapshots, by, format, limit } => {
+            let progress = Progress::stderr(cli.quiet);
+            let files = snapshots.iter().map(|p| open_any(p, &progress)).collect::<Result<Vec<_>>>()?;
+            let heaps = files.iter().map(|f| f.load(&progress)).collect::<Result<Vec<_>>>()?;
+            let last = heaps.last().expect("clap requires two or three");
+            let analysis = cache::analyze(last, &progress, !cli.no_cache, cache::MIN_NODES);
+            let new = Side { heap: last, analysis: &analysis };
+            let text = if let [base, target, _] = &heaps[..] {
+                CandidateReport::build(base, target, new, *limit).render(*format)
+            } else {
+                let base_analysis = cache::analyze(&heaps[0], &progress, !cli.no_cache, cache::MIN_NODES);
+                let base = Side { heap: &heaps[0], analysis: &base_analysis };
+                DiffReport::build(base, new, *by, *limit).render(*format)
+            };
+            print(&text)?;
+            Ok(ok)
+        }
+        Command::Check { snapshot, baseline, max_leaked, max_growth, suppressions, report, format, limit } => {
+            if max_growth.is_some() && baseline.is_none() {
+                return Err(Error::Usage("--max-growth needs --baseline".into()));
+            }
+            let suppressions = match suppressions {
+                Some(path) => Suppressions::load(path)?,
+                None => Suppressions::default(),
+            };
+            let options = CheckOptions {
+                max_leaked: max_leaked.clone(),
+                max_growth: max_growth.clone(),
+                suppressions,
+                limit: *limit,
+            };
+            let progress = Progress::stderr(cli.quiet);
+            let file = open_any(snapshot, &progress)?;
+            let base_file = baseline.as_deref().map(|p| open_any(p, &progress)).transpose()?;
+            let heap = file.load(&progress)?;
+            let base_heap = base_file.as_ref().map(|f| f.load(&progress)).transpose()?;
+            let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
+            let base_analysis =
+                base_heap.as_ref().map(|h| cache::analyze(h, &progress, !cli.no_cache, cache::MIN_NODES));
+            let base = base_heap.as_ref().zip(base_analysis.as_ref()).map(|(heap, analysis)| Side { heap, analysis });
+            let result = CheckReport::build(Side { heap: &heap, analysis: &analysis }, base, &options);
+            if let Some(path) = report {
+                let mut file =
+                    std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(Error::io(path))?;
+                file.write_all((result.markdown() + "\n").as_bytes()).map_err(Error::io(path))?;
+            }
+            print(&result.render(*format))?;
+            Ok(if result.pass { ok } else { ExitCode::from(1) })
+        }
         Command::Synth { output, nodes, edges_per_node, seed, far_edges, truth } => {
             let options = SynthOptions {
                 nodes: *nodes,
@@ -225,6 +316,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ok)
         }
     }
+}
+
+/// A size argument, kept with its spelling for the report.
+fn parse_size(text: &str) -> Result<(u64, String), String> {
+    heapsnap::report::check::parse_size(text).map(|b| (b, text.to_string()))
+}
+
+/// A growth budget argument, kept with its spelling for the report.
+fn parse_budget(text: &str) -> Result<(Budget, String), String> {
+    heapsnap::report::check::parse_budget(text).map(|b| (b, text.to_string()))
 }
 
 /// Writes to stdout; a closed pipe (`heapsnap … | head`) is not an error.

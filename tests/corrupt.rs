@@ -78,7 +78,8 @@ fn cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     };
     vec![
         ("empty.hsnap", Vec::new(), "byte 0: not an .hsnap snapshot"),
-        ("json.hsnap", b"{\"snapshot\": {}}\n".to_vec(), "byte 0: not an .hsnap snapshot"),
+        // Looks like a V8 snapshot, so the V8 reader says what it lacks.
+        ("json.hsnap", b"{\"snapshot\": {}}\n".to_vec(), "byte 13: expected `snapshot.meta`"),
         ("header-only.hsnap", example[..16].to_vec(), "byte 16: truncated: expected a DONE chunk"),
         ("cut-in-a-chunk.hsnap", example[..node_at + 20].to_vec(), "byte 588: truncated: chunk NODE declares 92"),
         ("no-done.hsnap", example[..done_at].to_vec(), "byte 763: truncated: expected a DONE chunk"),

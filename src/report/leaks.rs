@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::{Amount, Report, md, md_table, omitted, size, table};
+use super::{Amount, Report, md, md_omitted, md_table, omitted, size, table};
 use crate::analysis::Analysis;
 use crate::analysis::leaks::LeakGroup;
 use crate::analysis::reach::Class;
@@ -267,7 +267,7 @@ impl Report for LeakReport {
         if !self.groups.is_empty() {
             out += "\n### Leak groups\n\n";
             out += &md_table(&GROUP_HEADER, &GROUP_RIGHT, &self.group_rows());
-            out += &omitted(self.omitted_groups, "groups");
+            out += &md_omitted(self.omitted_groups, "groups");
             for (i, g) in self.groups.iter().enumerate().filter(|(_, g)| !g.stack.is_empty()) {
                 let frames: Vec<String> = g.stack.iter().map(|f| format!("  - {}", md(f))).collect();
                 write!(
@@ -282,7 +282,7 @@ impl Report for LeakReport {
         if !self.possibly_lost.is_empty() {
             out += "\n### Possibly lost\n\nHeld only through pointers into their middle.\n\n";
             out += &md_table(&BLOCK_HEADER, &BLOCK_RIGHT, &self.block_rows());
-            out += &omitted(self.omitted_possibly, "blocks");
+            out += &md_omitted(self.omitted_possibly, "blocks");
         }
         out
     }

@@ -2,6 +2,8 @@
 //! as aligned text, Markdown or JSON (the JSON shapes are specified in `formats/json.md`), plus
 //! Graphviz for pictures. Every name that came from a snapshot is escaped for where it goes.
 
+pub mod check;
+pub mod diff;
 pub mod dot;
 pub mod leaks;
 pub mod path;
@@ -160,6 +162,11 @@ pub fn md_table(header: &[&str], right: &[bool], rows: &[Vec<String>]) -> String
 /// "… and 12 more" when a list was cut.
 pub fn omitted(count: usize, what: &str) -> String {
     if count == 0 { String::new() } else { format!("… and {count} more {what}\n") }
+}
+
+/// The same after a Markdown table, with a blank line before it so it is not read as a row.
+pub fn md_omitted(count: usize, what: &str) -> String {
+    if count == 0 { String::new() } else { format!("\n{}", omitted(count, what)) }
 }
 
 #[cfg(test)]

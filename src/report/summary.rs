@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{Amount, Report, md, md_table, omitted, size, table};
+use super::{Amount, Report, md, md_omitted, md_table, omitted, size, table};
 use crate::analysis::Analysis;
 use crate::analysis::reach::Class;
 use crate::heap::Heap;
@@ -133,10 +133,10 @@ impl Report for SummaryReport {
         out += &md_table(&["", ""], &[false, false], &self.overview());
         out += "\n### By type\n\n";
         out += &md_table(&["bytes", "objects", "type"], &[true, true, false], &key_rows(&self.by_type));
-        out += &omitted(self.omitted_types, "types");
+        out += &md_omitted(self.omitted_types, "types");
         out += "\n### By allocation site\n\n";
         out += &md_table(&["bytes", "objects", "site"], &[true, true, false], &key_rows(&self.by_site));
-        out += &omitted(self.omitted_sites, "sites");
+        out += &md_omitted(self.omitted_sites, "sites");
         out
     }
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::Serialize;
 
-use super::{NodeRef, Report, md, md_table, omitted, size, table};
+use super::{NodeRef, Report, md, md_omitted, md_table, omitted, size, table};
 use crate::analysis::Analysis;
 use crate::analysis::dominators::UNREACHED;
 use crate::analysis::retained::KeyTotal;
@@ -150,7 +150,7 @@ impl Report for TopReport {
         let (header, right, rows) = self.header();
         let mut out = format!("**{}**: {}\n\n", md(&self.snapshot), self.title());
         out += &md_table(header, right, &rows);
-        out += &omitted(self.omitted, "rows");
+        out += &md_omitted(self.omitted, "rows");
         out
     }
 }
