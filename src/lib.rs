@@ -15,6 +15,7 @@ pub mod graph;
 pub mod heap;
 pub mod import;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod suppress;
 pub mod synth;

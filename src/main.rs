@@ -160,6 +160,16 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
+    /// Run a program with the recorder preloaded; at exit it writes a heap snapshot, whose leaks
+    /// are then printed to stderr. The program's output and exit status are passed through.
+    Record {
+        /// The snapshot's path (default: heapsnap-PID.hsnap; `%p` is replaced by the process id).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Benchmark: load and analyse synthetic heaps of these sizes; prints times and peak memory.
     Bench {
         /// Node counts, comma separated.
@@ -302,6 +312,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 std::fs::write(truth, json).map_err(Error::io(truth))?;
             }
             Ok(ok)
+        }
+        Command::Record { output, command } => {
+            let options =
+                heapsnap::record::RecordOptions { command: command.clone(), output: output.clone(), recorder: None };
+            let recording = heapsnap::record::run(&options)?;
+            let snapshot = &recording.snapshot;
+            if snapshot.is_file() {
+                let progress = Progress::stderr(cli.quiet);
+                eprint!("{}", heapsnap::record::leak_summary(snapshot, &progress, !cli.no_cache)?);
+                eprintln!("heapsnap: snapshot written to {}", snapshot.display());
+            } else {
+                eprintln!("heapsnap: no snapshot at {} (the program did not exit through exit())", snapshot.display());
+            }
+            Ok(ExitCode::from(recording.exit_code()))
         }
         Command::Bench { nodes, dir, far_edges, petgraph, keep, one } => {
             if let Some(path) = one {
