@@ -1,6 +1,10 @@
 """Measure heapsnap_py.dump on a heap of about a million tracked objects.
 
-    python3 bench/bench_export.py [N_RECORDS]      (default 200000 -> ~1M tracked)
+    python3 bench/bench_export.py [N] [--no-labels] [--lists]
+
+Default: N = 200000 records of five tracked objects each (~1M tracked, ~2M
+nodes, ~3M edges).  --lists: N = 1000000 one-item lists instead (~1M
+tracked, ~2M nodes, ~2M edges).
 
 Reports tracked objects, all nodes, edges, seconds, objects/s, file size, and
 the extra peak RSS during the dump (Linux: /proc/self/clear_refs resets the
@@ -34,11 +38,13 @@ def status(key):
 
 
 def main():
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 200000
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    lists = "--lists" in sys.argv
+    n = int(args[0]) if args else (1000000 if lists else 200000)
     labels = "--no-labels" not in sys.argv
     gc.disable()
     rss0 = status("VmRSS")
-    data = [Rec(i) for i in range(n)]
+    data = [[i] for i in range(n)] if lists else [Rec(i) for i in range(n)]
     heap = status("VmRSS") - rss0
     tracked = len(gc.get_objects())
     out = "/tmp/bench-%d.hsnap" % os.getpid()

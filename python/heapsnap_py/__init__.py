@@ -15,6 +15,7 @@ unreachable are the ones `gc.collect()` would free.  Standard library only.
 
 import gc
 import os
+from array import array
 import struct
 import sys
 import tempfile
@@ -22,14 +23,17 @@ import threading
 import time
 
 from ._capture import Stats, capture, type_name
+from ._hsnap import bytes_field
 
 __all__ = ["dump", "type_name", "Stats", "__version__"]
 __version__ = "0.1.0"
 
-_lock = threading.Lock()
+_lock = threading.RLock()
+_busy = array("b", [0])    # not a global rebinding: the module's dict stays as it was
 
 
 def _meta():
+    """META records, encoded now: one bytes object, which no snapshot shows."""
     m = [
         (b"producer", b"heapsnap-py"),
         (b"producer.version", __version__.encode()),
@@ -43,7 +47,7 @@ def _meta():
     m.append((b"time.unix.ns", str(time.time_ns()).encode()))
     m.append((b"python.version", sys.version.encode("utf-8", "replace")))
     m.append((b"python.implementation", sys.implementation.name.encode()))
-    return m
+    return b"".join(bytes_field(k) + bytes_field(v) for k, v in m)
 
 
 def dump(path, labels=True):
@@ -53,22 +57,27 @@ def dump(path, labels=True):
     over `path` once complete.  The cycle collector is disabled while the
     snapshot is taken (and restored after); it is never run.  `labels=False`
     skips edge labels (a little faster).  Returns a `Stats`.
-    Not reentrant: a dump requested while another runs in this process waits.
+    Dumps are serialized: one requested by another thread waits; one requested
+    in the same thread while a snapshot is being taken (from a signal handler)
+    raises RuntimeError.
     """
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     base = os.path.basename(path)
-    with _lock:
+    with _lock:                 # other threads wait; this thread may re-enter...
+        if _busy[0]:            # ...but not in the middle of a snapshot
+            raise RuntimeError("heapsnap_py.dump() called while this thread is taking a "
+                               "snapshot (from a signal handler?)")
+        _busy[0] = 1
         was_enabled = gc.isenabled()
         gc.disable()
         old_interval = sys.getswitchinterval()
         sys.setswitchinterval(max(old_interval, 1.0))
-        fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=d)
+        tmp = None
         try:
-            with os.fdopen(fd, "wb", buffering=1 << 20) as f:
-                stats = capture(f, labels=labels, meta=_meta())
-                f.flush()
-                os.fsync(f.fileno())
+            meta = _meta()
+            fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=d)
+            stats = capture(fd, labels=labels, meta=meta)      # closes fd
             os.replace(tmp, path)
             tmp = None
         finally:
@@ -80,5 +89,6 @@ def dump(path, labels=True):
             sys.setswitchinterval(old_interval)
             if was_enabled:
                 gc.enable()
+            _busy[0] = 0
     stats.path = path
     return stats

@@ -37,10 +37,12 @@ region, yields the nodes in address order without sorting.
 """
 
 import gc
+import os
 import struct
 import sys
 import time
 from array import array
+from bisect import bisect_left
 from collections import deque
 from itertools import accumulate, chain, compress, islice, repeat
 from operator import add, attrgetter, eq, ge, getitem, gt, is_, mul, not_, rshift, setitem, sub
@@ -67,8 +69,9 @@ OWN = 0xFFFFFFFF                    # slot marker: the exporter's own objects
 TMP = 0x80000000                    # temporary slot values while deduplicating
 BLOCK = 1 << 16                     # referents per discovery step
 BATCH = 1 << 15                     # nodes per NODE/EDGE batch
-LABEL_INDEX_MAX = 1 << 16           # lists/tuples longer than this: unlabelled
-HUGE_SOURCE = 1 << 20               # a source with more edges: several records
+HUGE_SOURCE = 1 << 14               # a source with more edges: several records,
+LABEL_INDEX_MAX = HUGE_SOURCE       # unlabelled, written a part at a time
+GROUP_EDGES = 1 << 17               # edges encoded at once, at most (about)
 CACHE_CAP = 1 << 15                 # bound on each encoding cache
 
 _IMMORTAL = sys.version_info >= (3, 12)
@@ -269,6 +272,25 @@ class _Fn(dict):
         return v
 
 
+class _Seq(dict):
+    """count -> the element-index labels of a list/tuple of that length, in
+    traversal order (order 1: 0, 1, ...; order -1: ..., 1, 0)."""
+
+    __slots__ = ("L", "order")
+
+    def __init__(self, L, order):
+        dict.__init__(self)
+        self.L = L
+        self.order = order
+
+    def __missing__(self, c):
+        L = self.L
+        v = tuple(L[:c]) if self.order == 1 else tuple(L[c - 1::-1])
+        if c <= 64:
+            self[c] = v
+        return v
+
+
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------
@@ -348,6 +370,7 @@ def _make_word_reader():
     q = _Probe()
     p.a = q.a = 1
     d = p.__dict__                 # materialized; q's values stay inline on 3.11+
+    d[0] = 0                       # a non-str key: a dict of its own on 3.13+ too
     s = _dict_slot(_Probe)
     try:
         ok = (s is not None and word(id(p) + s[0]).value == id(d)
@@ -379,24 +402,33 @@ class Stats:
 # Capture
 # ---------------------------------------------------------------------------
 
-def capture(f, labels=True, meta=()):
-    """Write an .hsnap of this interpreter's heap to the binary file `f`.
+def capture(fd, labels=True, meta=b""):
+    """Write an .hsnap of this interpreter's heap to the file descriptor `fd`
+    (flushed and synced; closed in any case).
 
     The caller has disabled the collector.  Returns a Stats.
     """
     t0 = time.perf_counter()
-    extra = _calibrate()
-    objs = gc.get_objects()
-    graph = _discover(objs, extra)
-    del objs
-    t1 = time.perf_counter()
-    ex = _Exporter(f, graph, labels)
-    del graph
     try:
-        ex.write(meta)
-        s = ex.stats
-    finally:
-        ex.__dict__.clear()     # the caches refer back to ex: leave no cycle behind
+        extra = _calibrate()
+        objs = gc.get_objects()
+    except BaseException:
+        os.close(fd)
+        raise
+    # the file object is made now, so that it is not in the snapshot
+    with os.fdopen(fd, "wb", buffering=_hsnap.FLUSH_BYTES) as f:
+        graph = _discover(objs, extra)
+        del objs
+        t1 = time.perf_counter()
+        ex = _Exporter(f, graph, labels)
+        del graph
+        try:
+            ex.write(meta)
+            s = ex.stats
+        finally:
+            ex.__dict__.clear()     # the caches refer back to ex: leave no cycle behind
+        f.flush()
+        os.fsync(f.fileno())
     t2 = time.perf_counter()
     s.seconds = t2 - t0
     s.discover_seconds = t1 - t0
@@ -409,7 +441,6 @@ def _discover(objs, extra):
     Returns (nodes in address order, address table, empty region, root
     addresses, frozen addresses, number of tracked nodes)."""
     # -- 1. gc_refs of tracked objects -----------------------------------
-    objs.sort(key=id)
     n = len(objs)
     rc_b = array("q", map(_getrefcount, objs))
     flat = _get_referents(*objs)
@@ -418,33 +449,50 @@ def _discover(objs, extra):
     root_mask = array("b", map(gt, map(sub, map(add, rc_b, rc_b), rc_a), repeat(1 + extra)))
     del rc_a, rc_b
 
-    # -- 2. address table; untracked nodes, transitively -----------------
+    # -- 2. untracked nodes, transitively; the address table --------------
     reg = _Regions()
     empty = array(_U32, bytes(4 * SLOTS))
-    for b in range(0, n, BLOCK):
-        _store(reg, array("Q", map(id, objs[b:b + BLOCK])), range(b + 1, b + 1 + BLOCK))
-    own = array("Q", map(id, (objs, flat, reg, empty, root_mask)))
-    _store(reg, own, repeat(OWN))
 
+    own = array("Q", map(id, (objs, flat, reg, empty, root_mask)))
     ulist = []          # untracked nodes; table value n + 1 + i
-    flats = [flat]      # every referent list stays alive until counted
+    occ = array("l")    # per ulist entry: references to it from `flat`, when
+                        # `flat` is gone before counting (0: counted below)
+    flats = []          # referent lists stay alive until counted
     if gc.get_freeze_count() == 0:
         # Round one: the untracked referents of tracked objects.  No table
-        # lookups needed to find them; one seen once is its own only copy.
-        # one reference each from: its holder, `flat`, the block slice, the
-        # candidate list, plus what map(getrefcount) adds
+        # lookups are needed to find them, and one referenced once in all
+        # cannot repeat: one reference each from its holder, `flat`, the
+        # block slice and the candidate list, plus what map(getrefcount) adds.
+        # `flat` goes before the table is built: the counts of the singles
+        # are 1, those of the others are read off `mlist` below.
         single_rc = 4 + extra
-        multi = {}
-        for b in range(0, len(flat), BLOCK):
-            _untracked_block(flat[b:b + BLOCK], single_rc, ulist, multi)
-        ulist.extend(multi.values())
-        multi.clear()
-        for b in range(0, len(ulist), BLOCK):
-            _store(reg, array("Q", map(id, ulist[b:b + BLOCK])), range(n + 1 + b, n + 1 + b + BLOCK))
+        singles = []
+        mlist = []          # every occurrence of the others
+        mdist = []          # the others, once per block
+        for b in reversed(range(0, len(flat), BLOCK)):
+            _untracked_block(flat[b:], single_rc, singles, mlist, mdist)
+            del flat[b:]    # give the memory back as we go
+        del flat
+        _table_of_tracked(reg, objs, own)
+        _dedup(reg, empty, mdist, n + 1, ulist)
+        del mdist
+        rc1 = array("q", map(_getrefcount, ulist))
+        del mlist
+        occ = array("l", map(sub, rc1, map(_getrefcount, ulist)))
+        del rc1
+        base = n + 1 + len(ulist)
+        for b in range(0, len(singles), BLOCK):
+            _store(reg, array("Q", map(id, singles[b:b + BLOCK])),
+                   range(base + b, base + b + BLOCK))
+        ulist.extend(singles)
+        occ.extend(repeat(1, len(singles)))
+        del singles
         frontier = _get_referents(*ulist)
-        flats.append(frontier)
     else:
+        _table_of_tracked(reg, objs, own)
         frontier = flat          # frozen objects exist: find them by lookups
+        del flat
+    flats.append(frontier)
     # Later rounds (and everything when objects are frozen): the referents
     # not in the table yet.
     while frontier:
@@ -459,15 +507,19 @@ def _discover(objs, extra):
         flats.append(frontier)
         del found
     del frontier
+    occ.extend(repeat(0, len(ulist) - len(occ)))
 
     # -- 3. roots among untracked nodes ----------------------------------
     ru_a = array("q", map(_getrefcount, ulist))
-    del flat
     flats.clear()
-    ru_b = array("q", map(_getrefcount, ulist))
-    # ext = (ru_b - 1 - extra) - (ru_a - ru_b) > 0
-    uroot_mask = array("b", map(gt, map(sub, map(add, ru_b, ru_b), ru_a), repeat(1 + extra)))
-    del ru_a, ru_b
+    # ext = (ru_b - 1 - extra) - (ru_a - ru_b) - occ > 0, a block at a time
+    uroot_mask = array("b")
+    it = iter(ulist)                    # (a slice would hold one more reference)
+    for b in range(0, len(ulist), BLOCK):
+        ru_b = array("q", map(_getrefcount, islice(it, BLOCK)))
+        uroot_mask.extend(map(gt, map(sub, map(sub, map(add, ru_b, ru_b), ru_a[b:b + BLOCK]),
+                                      occ[b:b + BLOCK]), repeat(1 + extra)))
+    del ru_a, ru_b, occ, it
     # Objects frozen by gc.freeze() are tracked but not in get_objects():
     # the collector never frees them, so they are roots.
     frozen_ids = set()
@@ -485,11 +537,14 @@ def _discover(objs, extra):
     del own
 
     n_tracked = n
-    objs.extend(ulist)
+    allv = [None]                       # so that table value v is allv[v]
+    allv += objs
+    objs.clear()
+    allv += ulist
     del ulist
 
     # -- 4. node order = address order, read off the table ---------------
-    nodes = []
+    nodes = [None] * (len(allv) - 1)
     slot_range = range(SLOTS)
     nxt = 1
     for r in sorted(reg):
@@ -500,31 +555,60 @@ def _discover(objs, extra):
             continue
         k = len(pos)
         # from now on the table maps an address to its node index + 1
-        deque(map(setitem, repeat(a), compress(slot_range, a), range(nxt, nxt + k)), maxlen=0)
+        deque(map(a.__setitem__, compress(slot_range, a), range(nxt, nxt + k)), maxlen=0)
         nxt += k
-        nodes.extend(map(objs.__getitem__, map(sub, pos, repeat(1))))
+        nodes[nxt - 1 - k:nxt - 1] = map(allv.__getitem__, pos)
     del pos
-    if len(nodes) != len(objs):  # pragma: no cover - would be a bug
-        raise AssertionError("address table lost nodes: %d != %d" % (len(nodes), len(objs)))
-    objs.clear()
+    if nxt != len(allv):  # pragma: no cover - would be a bug
+        raise AssertionError("address table lost nodes: %d != %d" % (nxt - 1, len(allv) - 1))
+    del allv
     return nodes, reg, empty, root_ids, frozen_ids, n_tracked
 
 
-def _untracked_block(part, single_rc, out, multi):
+def _table_of_tracked(reg, objs, own):
+    """Tracked object i gets table value i + 1; our own objects OWN (they are
+    not nodes; on 3.9/3.10 our running frame refers to them)."""
+    for b in range(0, len(objs), BLOCK):
+        _store(reg, array("Q", map(id, objs[b:b + BLOCK])), range(b + 1, b + 1 + BLOCK))
+    _store(reg, own, repeat(OWN))
+
+
+def _untracked_block(part, single_rc, singles, mlist, mdist):
     """Round one: the untracked objects among `part`, a slice of the tracked
-    objects' referents.  One referenced once in all (its count is single_rc
-    while its holder, `flat`, `part` and `cobjs` each hold it once) cannot
-    repeat: it goes straight to `out`.  The others are deduplicated in
-    `multi` (id -> object)."""
+    objects' referents.  One whose count is single_rc is referenced once in
+    all: it goes to `singles`.  Every occurrence of the others goes to
+    `mlist` (to be counted), and each once to `mdist` (to be deduplicated
+    across blocks)."""
     cand = array("b", map(not_, map(_is_tracked, part)))
     if not any(cand):
         return
     cobjs = list(compress(part, cand))
     single = array("b", map(eq, map(_getrefcount, cobjs), repeat(single_rc)))
-    out.extend(compress(cobjs, single))
+    singles.extend(compress(cobjs, single))
     if not all(single):
-        mobjs = list(compress(cobjs, map(not_, single)))
-        multi.update(zip(map(id, mobjs), mobjs))
+        mo = list(compress(cobjs, map(not_, single)))
+        mlist.extend(mo)
+        mdist.extend(dict(zip(map(id, mo), mo)).values())
+
+
+def _dedup(reg, empty, objs, base, out):
+    """Append to `out` each distinct object of `objs` (none of which is in
+    the table yet), giving them table values base, base + 1, ...: every
+    occurrence writes its own number into its object's slot, the last one
+    wins, and the winners are the distinct objects."""
+    m = len(objs)
+    if m >= OWN - TMP:  # pragma: no cover - 2**31 occurrences
+        raise MemoryError("too many objects")
+    for b in range(0, m, BLOCK):
+        _store(reg, array("Q", map(id, objs[b:b + BLOCK])), range(TMP + b, TMP + b + BLOCK))
+    for b in range(0, m, BLOCK):
+        part = objs[b:b + BLOCK]
+        addrs = array("Q", map(id, part))
+        rep = array("b", map(eq, _lookup(reg, addrs, empty), range(TMP + b, TMP + b + BLOCK)))
+        k = len(out)
+        out.extend(compress(part, rep))
+        _store(reg, array("Q", compress(addrs, rep)), range(base + k, base + len(out)))
+        del part
 
 
 def _new_block(reg, empty, part, base, found):
@@ -566,9 +650,13 @@ class _Exporter:
         self.HEAD1 = _Head(1, T, TC)
         self.HEADK = _HeadK(T)
         self.PFX = _Fn(self._pfx)
+        self.PFX1 = _Fn(self._pfx1)
+
         self.KLAB = _Fn(self._key_label)
         self.LABENC = _Fn(self._label)
         self.LIDX = [uvarint((i << 2) | 1) for i in range(256)]
+        self.LFWD = _Seq(self.LIDX, 1)
+        self.LREV = _Seq(self.LIDX, -1)
 
     # -- encodings ---------------------------------------------------------
     def _pfx(self, key):               # EDGE record: from delta, count
@@ -576,6 +664,10 @@ class _Exporter:
         v = (d << 1) if d >= 0 else ((-d) << 1) - 1
         T = self.T
         return (T[v] if v < 16384 else uvarint(v)) + (T[c] if c < 16384 else uvarint(c))
+
+    def _pfx1(self, d):                # EDGE record: from delta, count 1
+        v = (d << 1) if d >= 0 else ((-d) << 1) - 1
+        return (self.T[v] if v < 16384 else uvarint(v)) + b"\x01"
 
     @staticmethod
     def _label(v):
@@ -625,9 +717,9 @@ class _Exporter:
     # -- the file ----------------------------------------------------------
     def write(self, meta):
         w = self.w
-        for k, v in meta:
-            w.add(b"META", bytes_field(k) + bytes_field(v), 0)
-        w.flush(b"META")
+        if meta:
+            w.add(b"META", meta, 0)     # whole records, already encoded
+            w.flush(b"META")
         nodes = self.nodes
         N = len(nodes)
         prev_id = 0
@@ -728,20 +820,30 @@ class _Exporter:
                 F = None
                 if not srcs:
                     continue
-            if cat == CAT_PLAIN or not self.labels:
-                self._group(srcs, idx, cnts, CAT_PLAIN, F)
-            elif cat == CAT_SEQ:
-                self._seqs(srcs, idx, cnts)
-            elif cat == CAT_DICT:
-                self._dicts(srcs, idx, cnts, F)
-            else:
-                self._insts(srcs, idx, cnts, F)
+            # keep the edges handled at once (and so memory) bounded
+            ends = list(accumulate(cnts))
+            a = fa = 0
+            while a < len(srcs):
+                b = max(bisect_left(ends, ends[a] - cnts[a] + GROUP_EDGES, a), a + 1)
+                b = min(b, len(srcs))
+                fb = ends[b - 1]
+                part = (srcs[a:b], idx[a:b], cnts[a:b], None if F is None else F[fa:fb])
+                if cat == CAT_PLAIN or not self.labels:
+                    self._group(*part[:3], CAT_PLAIN, part[3])
+                elif cat == CAT_SEQ:
+                    self._seqs(*part[:3])
+                elif cat == CAT_DICT:
+                    self._dicts(*part)
+                else:
+                    self._insts(*part)
+                a, fa = b, fb
 
     def _group(self, srcs, idx, cnts, kind, F=None, extra=None):
         """EDGE records for sources `srcs` (node indices `idx`, edge counts `cnts`).
 
         kind: CAT_PLAIN (no labels), CAT_SEQ (element index; `extra` is the
-        traversal order), CAT_DICT (keys of the str-keyed dicts `srcs`), or
+        traversal order), CAT_DICT (keys of the str-keyed dicts `srcs`, or
+        the keys in `extra`), or
         CAT_INST (explicit per-edge label values in `extra`, 0 for none)."""
         if F is None:
             F = _get_referents(*srcs)
@@ -764,21 +866,20 @@ class _Exporter:
             kind = CAT_PLAIN
             if not cnts:
                 return
-        D = map(sub, T, chain.from_iterable(map(repeat, idx, cnts)))
+        one = max(cnts) == 1        # one edge per source: simpler streams
+        D = map(sub, T, idx if one else chain.from_iterable(map(repeat, idx, cnts)))
         if kind == CAT_PLAIN:
             pieces = map(self.HEAD0.__getitem__, D)
             per = cnts
         else:
             if kind == CAT_SEQ:
-                if extra == 1:      # referents in index order
-                    pos = chain.from_iterable(map(range, cnts))
-                else:               # in reverse: c-1, c-2, ..., 0
-                    pos = chain.from_iterable(map(range, map(sub, cnts, repeat(1)),
-                                                  repeat(-1), repeat(-1)))
-                labs = map(self.LIDX.__getitem__, pos)
+                # the element indexes of each source, in traversal order
+                labs = chain.from_iterable(map((self.LFWD if extra == 1 else self.LREV)
+                                               .__getitem__, cnts))
                 heads = map(self.HEAD1.__getitem__, D)
-            elif kind == CAT_DICT:
-                labs = map(self.KLAB.__getitem__, chain.from_iterable(map(dict.keys, srcs)))
+            elif kind == CAT_DICT:          # the keys, given or of the dicts
+                labs = map(self.KLAB.__getitem__, extra if extra is not None
+                           else chain.from_iterable(map(dict.keys, srcs)))
                 heads = map(self.HEAD1.__getitem__, D)
             else:                   # key 2*(to+1-from) + has_label
                 labs = map(self.LABENC.__getitem__, extra)
@@ -786,9 +887,17 @@ class _Exporter:
                             map(add, map(mul, D, repeat(2)), map(bool, extra)))
             pieces = chain.from_iterable(zip(heads, labs))
             per = map(add, cnts, cnts)
-        prefixes = map(self.PFX.__getitem__, zip(map(sub, idx, chain((self.prev_src,), idx)), cnts))
-        it = iter(pieces)
-        recs = list(map(add, prefixes, map(b"".join, map(islice, repeat(it), per))))
+        fdel = map(sub, idx, chain((self.prev_src,), idx))
+        if one:
+            prefixes = map(self.PFX1.__getitem__, fdel)
+            if kind == CAT_PLAIN:
+                recs = list(map(add, prefixes, pieces))
+            else:
+                recs = list(map(add, map(add, prefixes, heads), labs))
+        else:
+            prefixes = map(self.PFX.__getitem__, zip(fdel, cnts))
+            it = iter(pieces)
+            recs = list(map(add, prefixes, map(b"".join, map(islice, repeat(it), per))))
         self.w.add_records(b"EDGE", recs, len(T))
         self.prev_src = idx[-1]
 
@@ -895,8 +1004,18 @@ class _Exporter:
         self._group(ls, lidx, lcnt, CAT_INST, None, labs)
 
     def _huge(self, o, i):
-        """A source with more than HUGE_SOURCE edges: several records, unlabelled."""
+        """A source with more than HUGE_SOURCE edges: several records of at
+        most HUGE_SOURCE edges, so that memory stays bounded.  A str-keyed
+        dict keeps its key labels; the rest go unlabelled."""
         F = _get_referents(o)
+        keys = None
+        if (self.labels and type(o) is dict and _DICT_OK and len(F) == len(o)
+                and all(map(is_, dict.values(o), F))):
+            keys = iter(dict.keys(o))
         for s in range(0, len(F), HUGE_SOURCE):
             part = F[s:s + HUGE_SOURCE]
-            self._group((), array("q", [i]), array("q", [len(part)]), CAT_PLAIN, part)
+            if keys is None:
+                self._group((), array("q", [i]), array("q", [len(part)]), CAT_PLAIN, part)
+            else:
+                self._group((), array("q", [i]), array("q", [len(part)]), CAT_DICT, part,
+                            list(islice(keys, len(part))))

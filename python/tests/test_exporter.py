@@ -11,7 +11,6 @@ import signal
 import struct
 import subprocess
 import sys
-import textwrap
 import time
 import types
 import weakref
@@ -284,6 +283,10 @@ def test_worked_example_bytes():
             framed(b"EDGE", bytes.fromhex("00 01 10 02 01 08")) +
             framed(b"DONE", bytes.fromhex("01 01 00 00 00 02 02 00")))
     assert got == want
+    fixture = os.path.join(os.path.dirname(PKG_ROOT), "fixtures", "two-cycle.hsnap")
+    if os.path.exists(fixture):          # the reference implementation's bytes
+        with open(fixture, "rb") as f:
+            assert f.read() == want
     s = decode(got)
     assert s.ident == [1, 2] and s.addr == [0x1000, 0x1010] and s.size == [16, 16]
     assert [(f, t) for f, t, k, lab in s.edges] == [(0, 1), (1, 0)]
@@ -391,6 +394,26 @@ def test_edges_are_get_referents(tmp_path):
     assert checked > 1000 and skipped < 50
 
 
+def test_big_containers(tmp_path):
+    """Sources with more edges than one record takes are split into several
+    records; a big str-keyed dict keeps its labels, a long list loses them."""
+    big = [str(i) for i in range(40000)]
+    bigd = {"k%d" % i: i * 1000 for i in range(20000)}
+    small = (big, bigd)
+    p = tmp_path / "big.hsnap"
+    stats = heapsnap_py.dump(p)
+    s = load(p)
+    assert stats.dropped_edges == 0
+    for o in (big, bigd, small):
+        i = s.node_of[id(o)]
+        got = [t for f, t, k, lab in s.edges if f == i]
+        assert got == [s.node_of[id(r)] for r in gc.get_referents(o)]
+    i = s.node_of[id(small)]
+    assert labels_from(s, i) == {s.node_of[id(big)]: (1, 0), s.node_of[id(bigd)]: (1, 1)}
+    labs = labels_from(s, s.node_of[id(bigd)])
+    assert labs[s.node_of[id(bigd["k123"])]] == (0, "k123")
+
+
 class Thing:
     def __init__(self):
         self.payload = [1, 2, 3]
@@ -398,7 +421,7 @@ class Thing:
 
 def test_instance_dict_label_and_types(tmp_path):
     t = Thing()
-    t.__dict__          # materialize (3.11+ keeps it inline otherwise)
+    t.__dict__[0] = "x"     # a dict of its own (3.11+ keeps values inline otherwise)
     u = Thing()
     p = tmp_path / "i.hsnap"
     heapsnap_py.dump(p)
@@ -415,6 +438,59 @@ def test_instance_dict_label_and_types(tmp_path):
     targets = {t_ for f, t_, k, lab in s.edges if f == j}
     if sys.version_info >= (3, 11):
         assert s.node_of[id(u.payload)] in targets
+
+
+def test_module_dict_label_and_flags(tmp_path):
+    p = tmp_path / "m.hsnap"
+    heapsnap_py.dump(p)
+    s = load(p)
+    from heapsnap_py import _capture
+    m = s.node_of[id(heapsnap_py)]
+    assert type_name_of(s, m) == "module"
+    if _capture._WORD is not None:
+        assert labels_from(s, m)[s.node_of[id(heapsnap_py.__dict__)]] == (0, "__dict__")
+    roots = {r[0] for r in s.roots}
+    assert all(kind == 4 and flags == 0 for _, kind, flags, _ in s.roots)
+    none = s.node_of[id(None)]
+    assert none in roots
+    if sys.version_info >= (3, 12):
+        assert s.flags[none] & 2                 # immortal
+    else:
+        assert not any(f & 2 for f in s.flags)
+
+
+def test_frozen_objects_are_roots(tmp_path):
+    """gc.freeze() moves objects out of gc.get_objects() and out of reach of
+    the collector.  Those the heap refers to become nodes, and roots (the
+    collector never frees them); frozen objects nothing unfrozen refers to
+    cannot be enumerated from Python and are left out."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        gc.collect()
+        a = ["frozen"]
+        a.append(a)
+        ida = id(a)
+        gc.freeze()                  # a: never collected from now on
+        try:
+            b = ["young", a]
+            b.append(b)
+            idb = id(b)
+            del a, b                     # b: young garbage that refers to a
+            p = tmp_path / "f.hsnap"
+            stats = heapsnap_py.dump(p)
+        finally:
+            gc.unfreeze()
+        s = load(p)
+        seen = reachable(s)
+        assert stats.dropped_edges == 0
+        assert seen[s.node_of[ida]] and s.flags[s.node_of[ida]] & 2
+        assert not seen[s.node_of[idb]]
+        assert len(set(s.ident)) == len(s.ident)
+    finally:
+        gc.collect()
+        if was:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------
@@ -669,6 +745,61 @@ def test_matches_gc_collect(tmp_path):
         gc.collect()
         if was:
             gc.enable()
+
+
+def _heapsnap_bin():
+    """The Rust CLI, if built: $HEAPSNAP_BIN, target/{release,debug}, PATH."""
+    import shutil
+    cands = [os.environ.get("HEAPSNAP_BIN")]
+    root = os.path.dirname(PKG_ROOT)
+    cands += [os.path.join(root, "target", k, "heapsnap") for k in ("release", "debug")]
+    cands.append(shutil.which("heapsnap"))
+    for c in cands:
+        if c and os.path.isfile(c) and os.access(c, os.X_OK):
+            return c
+    return None
+
+
+def test_end_to_end_with_heapsnap_leaks(tmp_path):
+    """`heapsnap leaks --format json --members` (the Rust reader) lists as
+    leak members exactly the nodes the roots cannot reach; on tracked
+    objects, exactly gc.garbage."""
+    import json
+    exe = _heapsnap_bin()
+    if exe is None:
+        pytest.skip("heapsnap CLI not built (cargo build --release, or set HEAPSNAP_BIN)")
+    was = gc.isenabled()
+    gc.disable()
+    old_debug = gc.get_debug()
+    try:
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        live = _build_live()
+        _build_garbage()
+        p = tmp_path / "e2e.hsnap"
+        heapsnap_py.dump(p)
+        tracked = {id(o) for o in gc.get_objects()}
+        gc.collect()
+        garbage_ids = {id(o) for o in gc.garbage}
+    finally:
+        gc.set_debug(old_debug)
+        gc.garbage.clear()
+        gc.collect()
+        if was:
+            gc.enable()
+    r = subprocess.run([exe, "leaks", "-q", "--no-cache", "--format", "json", "--members",
+                        "-n", "1000000000", str(p)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert not report.get("omitted_groups")
+    members = set()
+    for g in report["groups"]:
+        members.update(g["members"])
+    s = load(p)
+    seen = reachable(s)
+    assert members == {s.ident[i] for i in range(len(s.ident)) if not seen[i]}
+    assert members & tracked == garbage_ids
+    assert not {id(o) for o in live} & members
 
 
 # ---------------------------------------------------------------------------
