@@ -50,16 +50,16 @@ struct Span {
 
 /// Two passes over the edge records, counting then placing: the CSR arrays are the only
 /// allocation, never a temporary edge list.
-fn load_edges(
-    snap: &Snapshot<'_>,
-    node_count: usize,
-    progress: &Progress,
-) -> Result<(Vec<Span>, Vec<u32>), FormatError> {
+fn load_edges(snap: &Snapshot<'_>, node_count: usize, progress: &Progress) -> Result<Edges, FormatError> {
     let total = snap.counts().edges;
     if total > u32::MAX as u64 {
         return Err(FormatError::new(0, format!("{total} edges: more than this reader supports")));
     }
     let bar = progress.bar("edges", total * 2);
+    if let Some(laid_out) = lay_out_in_order(snap, node_count, total as usize, &bar)? {
+        bar.finish_and_clear();
+        return Ok(laid_out);
+    }
     let laid_out = lay_out(node_count, |layout| {
         let mut count = 0u32;
         snap.edges().visit(|from, edge| {
@@ -72,6 +72,76 @@ fn load_edges(
     });
     bar.finish_and_clear();
     laid_out
+}
+
+/// A node's edge spans and the edge targets they index.
+type Edges = (Vec<Span>, Vec<u32>);
+
+/// The common case in one pass: every writer we know lists edges by increasing source, so each
+/// node's edges arrive together and go straight to their place, only its own edges held back to be
+/// ordered by kind. `None` when the file lists them in another order (then the counting sort runs).
+fn lay_out_in_order(
+    snap: &Snapshot<'_>,
+    node_count: usize,
+    total: usize,
+    bar: &indicatif::ProgressBar,
+) -> Result<Option<Edges>, FormatError> {
+    const UNSEEN: u32 = u32::MAX;
+    let mut spans = vec![Span { start: UNSEEN, strong_end: 0, retaining_end: 0 }; node_count + 1];
+    let mut targets: Vec<u32> = Vec::with_capacity(total);
+    // The current node's interior and weak edges; its strong ones go straight to `targets`.
+    let (mut interior, mut weak) = (Vec::new(), Vec::new());
+    let mut current: Option<u32> = None;
+    let mut in_order = true;
+    let mut count = 0u32;
+    let finish = |span: &mut Span, targets: &mut Vec<u32>, interior: &mut Vec<u32>, weak: &mut Vec<u32>| {
+        span.strong_end = targets.len() as u32;
+        targets.append(interior);
+        span.retaining_end = targets.len() as u32;
+        targets.append(weak);
+    };
+    snap.edges().visit(|from, edge| {
+        count = count.wrapping_add(1);
+        if count % 65536 == 0 {
+            bar.inc(131072);
+        }
+        if !in_order {
+            return;
+        }
+        if current != Some(from) {
+            match current {
+                Some(node) if node > from => {
+                    in_order = false;
+                    return;
+                }
+                Some(node) => finish(&mut spans[node as usize], &mut targets, &mut interior, &mut weak),
+                None => {}
+            }
+            current = Some(from);
+            spans[from as usize].start = targets.len() as u32;
+        }
+        match edge.kind {
+            EdgeKind::Strong => targets.push(edge.to),
+            EdgeKind::Interior => interior.push(edge.to),
+            EdgeKind::Weak => weak.push(edge.to),
+        }
+    })?;
+    if !in_order {
+        return Ok(None);
+    }
+    if let Some(node) = current {
+        finish(&mut spans[node as usize], &mut targets, &mut interior, &mut weak);
+    }
+    // Nodes without edges start where the next node with edges does.
+    let mut next = targets.len() as u32;
+    for span in spans.iter_mut().rev() {
+        if span.start == UNSEEN {
+            *span = Span { start: next, strong_end: next, retaining_end: next };
+        } else {
+            next = span.start;
+        }
+    }
+    Ok(Some((spans, targets)))
 }
 
 /// Edges being laid out by source and kind with one counting sort: [`lay_out`] feeds every edge
@@ -103,7 +173,7 @@ impl Layout {
 
 /// Lays edges out by source and kind. `visit` is called twice and must emit the same edges each
 /// time; the arrays of the result are the only allocation, never a temporary edge list.
-fn lay_out<E>(node_count: usize, visit: impl Fn(&mut Layout) -> Result<(), E>) -> Result<(Vec<Span>, Vec<u32>), E> {
+fn lay_out<E>(node_count: usize, visit: impl Fn(&mut Layout) -> Result<(), E>) -> Result<Edges, E> {
     let mut layout = Layout { spans: vec![Span::default(); node_count + 1], targets: Vec::new(), placing: false };
     visit(&mut layout)?;
     let mut next = 0u32;

@@ -140,3 +140,71 @@ fn ten_million_node_leaked_ring() {
         assert_eq!(a.retention.retained[0], LONG as u64);
     });
 }
+
+/// Loading takes one pass when edges come by increasing source and a counting sort otherwise:
+/// both give the same adjacency, kinds in order, for the same edges.
+#[test]
+fn edges_in_any_order_load_to_the_same_graph() {
+    let mut rng = Pcg64Mcg::seed_from_u64(9);
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..50 {
+        let n = rng.random_range(1..300u32);
+        let kinds = [EdgeKind::Strong, EdgeKind::Interior, EdgeKind::Weak];
+        let lists: Vec<Vec<hsnap::Edge>> = (0..n)
+            .map(|_| {
+                let degree = if rng.random_bool(0.3) { 0 } else { rng.random_range(1..8) };
+                (0..degree)
+                    .map(|_| hsnap::Edge {
+                        to: rng.random_range(0..n),
+                        kind: kinds[rng.random_range(0..3)],
+                        label: hsnap::Label::None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let write = |path: &std::path::Path, order: &[u32]| {
+            heapsnap::atomic::write_snapshot(path, |w| {
+                let t = w.string(b"t")?;
+                let t = w.type_(t)?;
+                for i in 0..n {
+                    w.node(&hsnap::Node {
+                        identity: i as u64,
+                        address: 16 * i as u64,
+                        size: 8,
+                        type_id: t,
+                        ..Default::default()
+                    })?;
+                }
+                for &v in order {
+                    let edges = &lists[v as usize];
+                    // Split each list in two records, as a writer with a small buffer may.
+                    let half = edges.len() / 2;
+                    w.edges(v, &edges[..half])?;
+                    w.edges(v, &edges[half..])?;
+                }
+                w.root(&Root { node: 0, kind: RootKind::Global, interior: false, name: 0 })
+            })
+            .unwrap();
+        };
+        let sorted_path = dir.path().join(format!("sorted{round}.hsnap"));
+        let shuffled_path = dir.path().join(format!("shuffled{round}.hsnap"));
+        let in_order: Vec<u32> = (0..n).collect();
+        let reversed: Vec<u32> = (0..n).rev().collect();
+        write(&sorted_path, &in_order);
+        write(&shuffled_path, &reversed);
+        let adjacency = |path: &std::path::Path| {
+            let file = SnapshotFile::open(path).unwrap();
+            let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+            (0..n).map(|v| heap.graph.edges(v).collect::<Vec<_>>()).collect::<Vec<_>>()
+        };
+        let sorted = adjacency(&sorted_path);
+        assert_eq!(sorted, adjacency(&shuffled_path), "round {round}");
+        for (v, edges) in sorted.iter().enumerate() {
+            let mut expected: Vec<(u32, EdgeKind)> = lists[v].iter().map(|e| (e.to, e.kind)).collect();
+            let rank =
+                |k: EdgeKind| [EdgeKind::Strong, EdgeKind::Interior, EdgeKind::Weak].iter().position(|&x| x == k);
+            expected.sort_by_key(|&(_, k)| rank(k));
+            assert_eq!(edges, &expected, "node {v}");
+        }
+    }
+}

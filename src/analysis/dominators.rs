@@ -61,9 +61,9 @@ pub fn dominators(succ: &impl Adjacency, roots: &[u32]) -> DominatorTree {
     let mut forest: Vec<Link> = parent.iter().map(|&ancestor| Link { ancestor, label: 0, label_semi: 0 }).collect();
     drop(parent);
     let mut idom = vec![NIL; reached];
-    let mut pairs = Vec::new();
+    let (mut pairs, mut slots) = (Vec::new(), Vec::new());
     for block in (0..deferred.block_count()).rev() {
-        deferred.take(block, &mut pairs);
+        deferred.take(block, &mut pairs, &mut slots);
         let mut next_pair = 0;
         let low = (block << Deferred::SHIFT).max(1);
         let high = ((block + 1) << Deferred::SHIFT).min(reached);
@@ -230,16 +230,41 @@ impl Deferred {
         self.tail[b] = at as u32 + 1;
     }
 
-    /// The pairs of one block into `out`, by decreasing `w`.
-    fn take(&self, block: usize, out: &mut Vec<u64>) {
-        out.clear();
+    /// The pairs of one block into `out`, grouped by `w`, decreasing. A counting sort on the low
+    /// bits of `w`: a block holds `2^SHIFT` values of it, so `slots` stays in cache.
+    fn take(&self, block: usize, out: &mut Vec<u64>, slots: &mut Vec<u32>) {
         let pages = &self.blocks[block];
-        for (k, &page) in pages.iter().enumerate() {
-            let start = page as usize * Self::PAGE;
+        let filled = |k: usize| {
+            let start = pages[k] as usize * Self::PAGE;
             let end = if k + 1 == pages.len() { self.tail[block] as usize } else { start + Self::PAGE };
-            out.extend_from_slice(&self.pages[start..end]);
+            &self.pages[start..end]
+        };
+        let low = |pair: u64| (pair >> 32) as usize & ((1 << Self::SHIFT) - 1);
+        slots.clear();
+        slots.resize(1 << Self::SHIFT, 0);
+        let mut total = 0;
+        for k in 0..pages.len() {
+            for &pair in filled(k) {
+                slots[low(pair)] += 1;
+                total += 1;
+            }
         }
-        out.sort_unstable_by(|a, b| b.cmp(a));
+        // Where each value of `w` starts, the largest first.
+        let mut at = 0;
+        for slot in slots.iter_mut().rev() {
+            let count = *slot;
+            *slot = at;
+            at += count;
+        }
+        out.clear();
+        out.resize(total, 0);
+        for k in 0..pages.len() {
+            for &pair in filled(k) {
+                let slot = &mut slots[low(pair)];
+                out[*slot as usize] = pair;
+                *slot += 1;
+            }
+        }
     }
 }
 
