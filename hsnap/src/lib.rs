@@ -5,6 +5,7 @@
 //! without copying strings, checks every chunk's CRC, and reports any damage with its byte offset.
 
 mod error;
+pub mod parse;
 mod read;
 pub mod varint;
 mod write;

@@ -1,44 +1,14 @@
 //! Parsing a snapshot held in memory. Strings and build ids are borrowed from the input; nodes and
 //! edges, the bulk of a file, are decoded by iterators on demand rather than into tables here.
 
-use std::borrow::Cow;
-
+use nom::Parser;
 use nom::bytes::complete::take;
-use nom::error::{ErrorKind, ParseError};
 use nom::number::complete::{le_u16, le_u32, u8 as byte};
-use nom::{IResult, Parser};
 
 use crate::varint::{self, VarintError, unzigzag};
 use crate::{Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag, VERSION, tag};
 
-type In<'a> = &'a [u8];
-
-/// A parse failure: the input where it happened and what was expected there.
-#[derive(Debug)]
-struct Fail<'a> {
-    at: In<'a>,
-    what: Cow<'static, str>,
-}
-
-impl<'a> ParseError<In<'a>> for Fail<'a> {
-    fn from_error_kind(at: In<'a>, kind: ErrorKind) -> Self {
-        Fail { at, what: format!("malformed data ({kind:?})").into() }
-    }
-
-    fn append(_: In<'a>, _: ErrorKind, other: Self) -> Self {
-        other
-    }
-}
-
-type Res<'a, T> = IResult<In<'a>, T, Fail<'a>>;
-
-fn fail<'a, T>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> Res<'a, T> {
-    Err(failure(at, what))
-}
-
-fn failure<'a>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> nom::Err<Fail<'a>> {
-    nom::Err::Failure(Fail { at, what: what.into() })
-}
+use crate::parse::{Fail, In, Res, fail, failure};
 
 fn uvarint(i: In<'_>) -> Res<'_, u64> {
     match varint::get_u(i) {

@@ -34,16 +34,14 @@
 //! Strings are UTF-8: `\uXXXX` escapes are decoded (surrogate pairs joined, a lone surrogate
 //! becomes U+FFFD); raw bytes are copied as they are.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::io;
 use std::path::Path;
 use std::time::Instant;
 
 use hsnap::{Edge, EdgeKind, FormatError, Label, Node, Root, RootKind};
+use nom::Parser;
 use nom::bytes::complete::{tag, take_while};
-use nom::error::{ErrorKind, ParseError};
-use nom::{IResult, Parser};
 
 use crate::atomic::{SnapshotWriter, write_snapshot};
 use crate::error::{Error, Result};
@@ -106,33 +104,7 @@ pub fn convert(input: &Path, output: &Path, progress: &Progress) -> Result<Conve
 // Parsing primitives. Every input slice is a suffix of the whole file, so an error's byte offset is
 // the file's length minus the length of the slice where it happened.
 
-type In<'a> = &'a [u8];
-
-#[derive(Debug)]
-struct Fail<'a> {
-    at: In<'a>,
-    what: Cow<'static, str>,
-}
-
-impl<'a> ParseError<In<'a>> for Fail<'a> {
-    fn from_error_kind(at: In<'a>, kind: ErrorKind) -> Self {
-        Fail { at, what: format!("malformed JSON ({kind:?})").into() }
-    }
-
-    fn append(_: In<'a>, _: ErrorKind, other: Self) -> Self {
-        other
-    }
-}
-
-type Res<'a, T> = IResult<In<'a>, T, Fail<'a>>;
-
-fn fail<'a, T>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> Res<'a, T> {
-    Err(failure(at, what))
-}
-
-fn failure<'a>(at: In<'a>, what: impl Into<Cow<'static, str>>) -> nom::Err<Fail<'a>> {
-    nom::Err::Failure(Fail { at, what: what.into() })
-}
+use hsnap::parse::{Fail, In, Res, fail, failure};
 
 /// A [`FormatError`] at the position of `at` in `bytes`.
 fn error_at(bytes: &[u8], at: &[u8], what: impl Into<String>) -> FormatError {
