@@ -1,7 +1,10 @@
 //! The `heapsnap` command as users run it: exit statuses, output shapes, the cache.
 
+mod common;
+
+use common::{heapsnap, json};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use heapsnap::analysis::Analysis;
 use heapsnap::heap::{Heap, SnapshotFile};
@@ -10,16 +13,6 @@ use hsnap::{Edge, EdgeKind, Label, Node, Root, RootKind};
 use serde_json::Value;
 
 const EXAMPLE: &str = "fixtures/example.hsnap";
-
-fn heapsnap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heapsnap")).args(args).output().unwrap()
-}
-
-fn json(args: &[&str]) -> Value {
-    let out = heapsnap(args);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 #[test]
 fn leaks_exits_0_and_with_fail_1() {

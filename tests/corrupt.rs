@@ -2,8 +2,11 @@
 //! and say which file, which byte and what was wrong; random damage never panics.
 //! `HEAPSNAP_BLESS=1 cargo test --test corrupt` rebuilds the fixtures from `fixtures/example.hsnap`.
 
+mod common;
+
+use common::heapsnap;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use heapsnap::analysis::Analysis;
 use heapsnap::heap::{Heap, SnapshotFile};
@@ -152,10 +155,6 @@ fn fixtures_are_reproducible() {
         }
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "{name}");
     }
-}
-
-fn heapsnap(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_heapsnap")).args(args).output().unwrap()
 }
 
 #[test]

@@ -2,8 +2,11 @@
 //! rule, suppressions, exit codes, and golden Markdown (`HEAPSNAP_BLESS=1` rewrites
 //! `fixtures/diff/*`).
 
+mod common;
+
+use common::{heapsnap, json};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use heapsnap::atomic::write_snapshot;
 use hsnap::{Edge, EdgeKind, Label, Node, Root, RootKind};
@@ -98,16 +101,6 @@ impl Model {
         })
         .unwrap();
     }
-}
-
-fn heapsnap(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heapsnap")).args(args).output().unwrap()
-}
-
-fn json(args: &[&str]) -> Value {
-    let out = heapsnap(args);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 fn s(p: &Path) -> &str {

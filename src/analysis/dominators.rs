@@ -503,12 +503,7 @@ mod tests {
         assert!(tree.idom.is_empty() && tree.preorder.is_empty());
     }
 
-    /// Runs `f` on a thread with a 64 KiB stack.
-    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
-        std::thread::Builder::new().stack_size(64 * 1024).spawn(f).unwrap().join().unwrap();
-    }
-
-    const BIG: u32 = 2_000_000;
+    use crate::analysis::testing::{BIG, on_small_stack};
 
     #[test]
     fn chain_of_two_million_on_small_stack() {

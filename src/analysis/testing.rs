@@ -1,4 +1,5 @@
-//! Random graphs for the analyses' oracle tests.
+//! Helpers for the analyses' tests: random graphs for the oracle tests, a small stack for the
+//! long-chain ones.
 
 use rand::Rng;
 use rand_pcg::Pcg64Mcg;
@@ -21,4 +22,12 @@ pub fn random_edges(rng: &mut Pcg64Mcg) -> (usize, Vec<(u32, u32)>) {
         edges.push(edge);
     }
     (n, edges)
+}
+
+/// Nodes in the long-chain tests: far more than a recursive traversal survives on a small stack.
+pub const BIG: u32 = 2_000_000;
+
+/// Runs `f` on a thread with a 64 KiB stack.
+pub fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+    std::thread::Builder::new().stack_size(64 * 1024).spawn(f).unwrap().join().unwrap();
 }
