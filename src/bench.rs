@@ -1,5 +1,8 @@
 //! The benchmark: synthetic heaps of given sizes, each loaded and analysed in a fresh process so
-//! its peak memory is its own. Not a test: it prints figures.
+//! its peak memory is its own. Not a test: it prints figures. [`v8`] compares heapsnap with memlab
+//! on V8 snapshots.
+
+pub mod v8;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

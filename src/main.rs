@@ -191,6 +191,19 @@ enum Command {
         /// benchmark itself, one child process per size).
         #[arg(long, hide = true)]
         one: Option<PathBuf>,
+        /// Instead: V8 snapshots of about these node counts (comma separated), written by Node
+        /// (tests/v8/make-heap.js), converted, loaded and analysed.
+        #[arg(long, value_delimiter = ',')]
+        v8: Option<Vec<u64>>,
+        /// With --v8: also run memlab (getFullHeapFromFile) on each snapshot, in its own process.
+        #[arg(long, requires = "v8")]
+        memlab: bool,
+        /// With --v8: write the snapshots with heapsnap's synthetic V8 writer instead of Node.
+        #[arg(long, requires = "v8")]
+        synthetic: bool,
+        /// With --v8: where make-heap.js, memlab-retained.js and memlab's node_modules are.
+        #[arg(long, requires = "v8", default_value_os_t = bench::v8::default_scripts())]
+        scripts: PathBuf,
     },
 }
 
@@ -327,13 +340,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::from(recording.exit_code()))
         }
-        Command::Bench { nodes, dir, far_edges, petgraph, keep, one } => {
+        Command::Bench { nodes, dir, far_edges, petgraph, keep, one, v8, memlab, synthetic, scripts } => {
             if let Some(path) = one {
                 let m = bench::measure(path, *petgraph)?;
                 print(&(serde_json::to_string(&m).expect("serializable") + "\n"))?;
                 return Ok(ok);
             }
             let exe = std::env::current_exe().map_err(Error::io("heapsnap"))?;
+            if let Some(sizes) = v8 {
+                let source = if *synthetic { bench::v8::Source::Synthetic } else { bench::v8::Source::Node };
+                let options = bench::v8::V8BenchOptions {
+                    sizes: sizes.clone(),
+                    dir: dir.clone(),
+                    source,
+                    memlab: *memlab,
+                    scripts: scripts.clone(),
+                    keep: *keep,
+                };
+                print(&bench::v8::table(&bench::v8::run(&exe, &options)?))?;
+                return Ok(ok);
+            }
             let options = SynthOptions { far_fraction: *far_edges, ..SynthOptions::default() };
             let results = bench::run(&exe, nodes, options, dir, *petgraph, *keep)?;
             print(&bench::table(&results))?;

@@ -323,3 +323,205 @@ fn compare_with_memlab(heap: &Heap<'_>, analysis: &Analysis, memlab: &str) -> (u
     }
     (compared, differ)
 }
+
+/// More nodes than DevTools and memlab can index (2^24): a synthetic snapshot streamed to disk,
+/// whose chain starts below node 2^24 and ends above it, converted and analysed with exact results.
+#[test]
+fn more_than_2_pow_24_nodes_convert_with_exact_results() {
+    use heapsnap::import::v8_synth::{self, FIXED_NODES, KEY_SIZE, LEAKED_SIZE, LINK_SIZE, V8SynthOptions, VALUE_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("big.heapsnapshot");
+    let (nodes, chain) = ((1u64 << 24) + 100_000, 200_000);
+    let start = Instant::now();
+    let planted = v8_synth::write(&input, V8SynthOptions { nodes, chain, seed: 3, extra_edges: false }).unwrap();
+    let written = start.elapsed();
+    let (output, stats) = convert(&input, dir.path());
+    let converted = start.elapsed() - written;
+    std::fs::remove_file(&input).unwrap();
+
+    // The body is a tree (one edge into each node but its first); the fixed nodes have 2 + 1 + 4 +
+    // 1 + 3 + 1 + 0 edges, the chain one less than its links, the cycle 3.
+    let body = nodes - FIXED_NODES - chain;
+    let edges = (body - 1) + (2 + 1 + 4 + 1 + 3 + 1) + (chain - 1) + 3;
+    assert_eq!((stats.nodes, stats.edges, planted.edges), (nodes, edges, edges));
+    // The table's two weak slots and its ephemeron edge to the value.
+    assert_eq!(stats.weak_edges, 3);
+
+    let file = SnapshotFile::open(&output).unwrap();
+    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let g = &heap.graph;
+    assert_eq!((g.node_count() as u64, g.edge_count() as u64), (nodes, edges));
+    let analysis = Analysis::of(g, &Progress::hidden());
+    eprintln!(
+        "{nodes} nodes, {} bytes: written in {:.1} s, converted in {:.1} s, loaded and analysed in {:.1} s",
+        planted.bytes,
+        written.as_secs_f64(),
+        converted.as_secs_f64(),
+        (start.elapsed() - written - converted).as_secs_f64()
+    );
+
+    let (head, tail) = (planted.chain_head as u32, planted.chain_tail as u32);
+    assert!(u64::from(head) < 1 << 24 && u64::from(tail) > 1 << 24);
+    let last = (nodes - 1) as u32;
+    assert_eq!(g.identity[last as usize], v8_synth::node_id(nodes - 1));
+    assert_eq!((heap.type_name(last), heap.type_name(tail)), ("LeakedCycle".into(), "ChainLink".into()));
+    let retained = &analysis.retention.retained;
+    assert_eq!(retained[head as usize], chain * LINK_SIZE);
+    assert_eq!(retained[tail as usize], LINK_SIZE);
+    assert_eq!(retained[(tail - 100_000) as usize], 100_001 * LINK_SIZE);
+
+    // The WeakMap: its key retains the value, its table does not.
+    let (table, key, value) = (planted.weakmap_table as u32, planted.weakmap_key as u32, planted.weakmap_value);
+    assert_eq!(retained[key as usize], KEY_SIZE + VALUE_SIZE);
+    assert_eq!(retained[table as usize], g.size[table as usize]);
+    assert_eq!(analysis.retention.idom[value as usize], key);
+
+    // The one leak: the cycle of three, beyond 2^24.
+    let leaked: Vec<u64> = (0..nodes as u32).filter(|&v| analysis.reach.is_leaked(v)).map(u64::from).collect();
+    assert_eq!(leaked, planted.leaked);
+    assert_eq!(analysis.leaks.groups.len(), 1);
+    assert_eq!((analysis.leaks.groups[0].bytes, analysis.leaks.groups[0].cycle), (3 * LEAKED_SIZE, true));
+    // The root retains everything else.
+    let total: u64 = g.size.iter().sum();
+    assert_eq!(retained[0], total - 3 * LEAKED_SIZE);
+}
+
+/// V8's ephemeron edges in a snapshot, read with serde_json (independently of the converter): for
+/// each `N / part of key (K @k) -> value (V @v) pair in WeakMap (table @t)` internal edge, its
+/// source, target, and whether the source is the table (the node whose id is t).
+struct Ephemeron {
+    from: u32,
+    to: u32,
+    from_table: bool,
+    name: String,
+}
+
+/// The snapshot as JSON, and its ephemeron edges with each one's position in `edges`.
+fn ephemerons(path: &Path) -> (serde_json::Value, Vec<(usize, Ephemeron)>) {
+    let value: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let meta = &value["snapshot"]["meta"];
+    let field = |list: &str, name: &str| {
+        meta[list].as_array().unwrap().iter().position(|f| f == name).unwrap_or_else(|| panic!("no {name}"))
+    };
+    let (node_width, edge_width) = (meta["node_fields"].as_array().unwrap().len(), 3);
+    let (id_at, edges_at) = (field("node_fields", "id"), field("node_fields", "edge_count"));
+    let (type_at, name_at, to_at) =
+        (field("edge_fields", "type"), field("edge_fields", "name_or_index"), field("edge_fields", "to_node"));
+    let internal = meta["edge_types"][0].as_array().unwrap().iter().position(|t| t == "internal").unwrap() as u64;
+    let nodes: Vec<u64> = value["nodes"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    let edges: Vec<u64> = value["edges"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).collect();
+    let strings = value["strings"].as_array().unwrap();
+    let mut found = Vec::new();
+    let mut e = 0;
+    for (from, node) in nodes.chunks(node_width).enumerate() {
+        for _ in 0..node[edges_at] {
+            let edge = &edges[e..e + edge_width];
+            let name = strings[edge[name_at] as usize].as_str().unwrap_or("");
+            if edge[type_at] == internal && name.contains(" / part of key (") {
+                let table: u64 =
+                    name.rsplit_once("pair in WeakMap (table @").unwrap().1.trim_end_matches(')').parse().unwrap();
+                let (to, from_table) = ((edge[to_at] as usize / node_width) as u32, node[id_at] == table);
+                found.push((e, Ephemeron { from: from as u32, to, from_table, name: name.to_string() }));
+            }
+            e += edge_width;
+        }
+    }
+    (value, found)
+}
+
+/// DevTools does not let a WeakMap's table retain its values; memlab 2.0.5 does. On a Node snapshot
+/// of WeakMaps (`tests/v8/make-weakmap.js`): each value is retained by its key, never by the table
+/// (checked against V8's ephemeron edge names); and heapsnap agrees with memlab on the 1000 largest
+/// nodes of either except exactly the nodes whose retained sizes change when the table's edges are
+/// made to retain (by rewriting them as `property` edges in a copy of the snapshot).
+#[test]
+fn weakmap_values_are_retained_by_their_keys_not_by_the_table() {
+    ensure_memlab();
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("weakmap.heapsnapshot");
+    node("make-weakmap.js", &[snapshot.to_str().unwrap()]);
+    let (mut json, found) = ephemerons(&snapshot);
+    // Node's own WeakMaps have entries too (empty slots: the hole as key and value); ours are the
+    // WMKey ones. The dead keys' entries were collected with their values before the snapshot.
+    assert!(!found.iter().any(|(_, e)| e.name.contains("WMDead")));
+    let ours = found.iter().map(|(_, e)| e).filter(|e| e.name.contains("part of key (WMKey @"));
+    let (from_table, from_key): (Vec<_>, Vec<_>) = ours.partition(|e| e.from_table);
+    // 40 live entries, each with an edge from the key and one from the table.
+    assert_eq!((from_key.len(), from_table.len()), (40, 40));
+    assert!(from_key.iter().chain(&from_table).all(|e| e.name.contains("-> value (WMValue @")));
+
+    let (output, _) = convert(&snapshot, dir.path());
+    let file = SnapshotFile::open(&output).unwrap();
+    let heap = Heap::load(&file, &Progress::hidden()).unwrap();
+    let g = &heap.graph;
+    let analysis = Analysis::of(g, &Progress::hidden());
+    let retention = &analysis.retention;
+    let kind = |from: u32, to: u32| g.edges(from).find(|&(t, _)| t == to).map(|(_, k)| k);
+    for e in &from_table {
+        assert_eq!(kind(e.from, e.to), Some(EdgeKind::Weak), "{}", e.name);
+    }
+    for e in &from_key {
+        assert_eq!((heap.type_name(e.from), heap.type_name(e.to)), ("WMKey".into(), "WMValue".into()));
+        assert_eq!(kind(e.from, e.to), Some(EdgeKind::Strong), "{}", e.name);
+        // The key is the value's only essential retainer: it dominates it and retains it.
+        assert_eq!(retention.idom[e.to as usize], e.from, "{}", e.name);
+        let (key, value) = (e.from as usize, e.to as usize);
+        assert_eq!(retention.retained[key], g.size[key] + retention.retained[value]);
+        assert!(retention.retained[value] > 4000 * 8, "the value holds 4000 doubles");
+    }
+
+    // The same snapshot with the table's ephemeron edges made `property` edges: memlab's rule.
+    let property = json["snapshot"]["meta"]["edge_types"][0].as_array().unwrap().iter().position(|t| t == "property");
+    for (at, e) in &found {
+        if e.from_table {
+            json["edges"][*at] = property.unwrap().into();
+        }
+    }
+    let memlab_rule = dir.path().join("memlab-rule.heapsnapshot");
+    std::fs::write(&memlab_rule, serde_json::to_vec(&json).unwrap()).unwrap();
+    let rule_dir = dir.path().join("memlab-rule");
+    std::fs::create_dir(&rule_dir).unwrap();
+    let (output, _) = convert(&memlab_rule, &rule_dir);
+    let file = SnapshotFile::open(&output).unwrap();
+    let other = Heap::load(&file, &Progress::hidden()).unwrap();
+    assert_eq!(other.graph.identity, g.identity);
+    let with_table = Analysis::of(&other.graph, &Progress::hidden()).retention;
+    for e in &from_key {
+        assert_ne!(with_table.idom[e.to as usize], e.from, "with the table's edge, the key no longer dominates");
+    }
+
+    let memlab: HashMap<u64, u64> = node("memlab-retained.js", &[snapshot.to_str().unwrap(), "all"])
+        .lines()
+        .map(|line| {
+            let entry: serde_json::Value = serde_json::from_str(line).unwrap();
+            (entry["id"].as_u64().unwrap(), entry["retainedSize"].as_u64().unwrap())
+        })
+        .collect();
+    assert_eq!(memlab.len(), g.node_count());
+    let mut theirs: Vec<(u64, u64)> = memlab.iter().map(|(&id, &size)| (size, id)).collect();
+    theirs.sort_unstable_by(|a, b| b.cmp(a));
+    let by_identity: HashMap<u64, u32> = g.identity.iter().enumerate().map(|(v, &id)| (id, v as u32)).collect();
+    let mut compared: Vec<u32> = retention.top(1000);
+    compared.extend(theirs[..1000].iter().map(|&(_, id)| by_identity[&id]));
+    compared.sort_unstable();
+    compared.dedup();
+    let memlab_of = |v: u32| memlab[&g.identity[v as usize]];
+    let describe = |v: u32| format!("#{} {}", g.identity[v as usize], heap.type_name(v));
+    let rule_differs: Vec<String> =
+        compared.iter().filter(|&&v| with_table.retained[v as usize] != memlab_of(v)).map(|&v| describe(v)).collect();
+    assert!(rule_differs.is_empty(), "with memlab's rule, these still differ: {rule_differs:#?}");
+    let differ: Vec<u32> =
+        compared.iter().copied().filter(|&v| retention.retained[v as usize] != memlab_of(v)).collect();
+    let explained: Vec<u32> = compared
+        .iter()
+        .copied()
+        .filter(|&v| retention.retained[v as usize] != with_table.retained[v as usize])
+        .collect();
+    assert_eq!(differ, explained);
+    // Among them every key, which memlab credits with its own size only.
+    for e in &from_key {
+        assert!(differ.contains(&e.from), "{} is not among the differences", describe(e.from));
+        assert_eq!(memlab_of(e.from), g.size[e.from as usize]);
+    }
+    eprintln!("{} nodes compared with memlab, {} differ, all by the WeakMap rule", compared.len(), differ.len());
+}

@@ -5,6 +5,7 @@
 //! to a temporary `.hsnap` first, which lives as long as the returned [`Opened`].
 
 pub mod v8;
+pub mod v8_synth;
 
 use std::path::{Path, PathBuf};
 

@@ -1044,20 +1044,41 @@ impl Converter<'_, '_> {
     }
 }
 
-/// The table id in a WeakMap edge's name: `[N / ]part of key (K @1) -> value (V @2) pair in
-/// WeakMap (table @ID)`. DevTools does not count the edge from the table to the value as essential.
+/// The table id in the name V8 gives an ephemeron edge, `N / part of key (K @1) -> value (V @2) pair
+/// in WeakMap (table @ID)`; `None` for any other name. V8 gives this name to two `internal` edges
+/// to the value, one from the key and one from the table; DevTools does not count the table's as
+/// essential (the value lives as long as key and table both do; the key's edge gives the more
+/// useful dominators). This is DevTools' test exactly: `tryParseWeakMapEdgeName` and
+/// `computeIsEssentialEdge` in devtools-frontend's
+/// `front_end/entrypoints/heap_snapshot_worker/HeapSnapshot.ts` match the name against
+/// `^\d+ / part of key \(.*? @\d+\) -> value \(.*? @\d+\) pair in WeakMap \(table @(\d+)\)$` (where
+/// `.` is any character but a line terminator) and drop the edge when it leaves the node whose id is
+/// the table id. memlab 2.0.5 keeps it, so there a WeakMap table retains its values.
 fn weakmap_table(name: &[u8]) -> Option<u64> {
-    const TAIL: &[u8] = b" pair in WeakMap (table @";
-    let body = name.strip_suffix(b")")?;
-    let digits_at = body.iter().rposition(|c| !c.is_ascii_digit())? + 1;
-    let (head, digits) = body.split_at(digits_at);
-    if digits.is_empty() || digits.len() > 19 || !head.ends_with(TAIL) {
+    let prefix = name.iter().take_while(|c| c.is_ascii_digit()).count();
+    if prefix == 0 {
         return None;
     }
-    if !head.windows(b"part of key (".len()).any(|w| w == b"part of key (") {
+    let rest = name[prefix..].strip_prefix(b" / part of key (")?.strip_suffix(b")")?;
+    let (rest, table) = trailing_number(rest)?;
+    let rest = rest.strip_suffix(b") pair in WeakMap (table @")?;
+    // `K @\d+) -> value (V @\d+`, neither name holding a line terminator.
+    let (rest, _value) = trailing_number(rest)?;
+    let rest = rest.strip_suffix(b" @")?;
+    let line_break = |w: &[u8]| matches!(w, [b'\n', ..] | [b'\r', ..] | [0xE2, 0x80, 0xA8 | 0xA9]);
+    if (0..rest.len()).any(|i| line_break(&rest[i..rest.len().min(i + 3)])) {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    const MIDDLE: &[u8] = b") -> value (";
+    let splits = (0..rest.len()).filter(|&i| rest[i..].starts_with(MIDDLE));
+    let mut keys = splits.map(|i| trailing_number(&rest[..i]).and_then(|(key, _)| key.strip_suffix(b" @")));
+    keys.any(|key| key.is_some()).then(|| std::str::from_utf8(table).ok()?.parse().ok())?
+}
+
+/// Splits the digits (at least one) off the end of `text`.
+fn trailing_number(text: &[u8]) -> Option<(&[u8], &[u8])> {
+    let digits = text.iter().rev().take_while(|c| c.is_ascii_digit()).count();
+    (digits > 0).then(|| text.split_at(text.len() - digits))
 }
 
 #[cfg(test)]
@@ -1096,7 +1117,18 @@ mod tests {
     fn recognises_weakmap_edges() {
         let name = b"3 / part of key (Object @11) -> value (Foo @13) pair in WeakMap (table @17)";
         assert_eq!(weakmap_table(name), Some(17));
-        assert_eq!(weakmap_table(b"part of key (a @1) -> value (b @2) pair in WeakMap (table @5)"), Some(5));
+        // Names may hold anything but a line break, `@` and `) -> value (` included.
+        let odd = "12 / part of key (a) -> value (b @3 @4) -> value (c) d @5) pair in WeakMap (table @6)";
+        assert_eq!(weakmap_table(odd.as_bytes()), Some(6));
+        assert_eq!(weakmap_table(b"1 / part of key ( @1) -> value ( @2) pair in WeakMap (table @5)"), Some(5));
+        // DevTools' regular expression needs the leading index, the ids, and no line terminator.
+        assert_eq!(weakmap_table(b"part of key (a @1) -> value (b @2) pair in WeakMap (table @5)"), None);
+        assert_eq!(weakmap_table(b"1 / part of key (a @) -> value (b @2) pair in WeakMap (table @5)"), None);
+        assert_eq!(weakmap_table(b"1 / part of key (a @1) -> value (b @2) pair in WeakMap (table @)"), None);
+        assert_eq!(weakmap_table(b"1 / part of key (a @1) -> value (b\n @2) pair in WeakMap (table @5)"), None);
+        let separator = "1 / part of key (a @1) -> value (b\u{2028} @2) pair in WeakMap (table @5)";
+        assert_eq!(weakmap_table(separator.as_bytes()), None);
+        assert_eq!(weakmap_table(b"1 / part of key (a @1) -> value (b @2) pair in WeakMap (table @5) "), None);
         assert_eq!(weakmap_table(b"table"), None);
         assert_eq!(weakmap_table(b"pair in WeakMap (table @)"), None);
     }
