@@ -81,7 +81,7 @@ pub fn convert(input: &Path, output: &Path, progress: &Progress) -> Result<Conve
     let meta = Meta::parse(bytes, &layout).map_err(format)?;
     let bar = progress.bar("converting", bytes.len() as u64);
     let written = write_snapshot(output, |w| {
-        Converter { bytes, layout: &layout, meta: &meta, bar: &bar, stats: ConvertStats::default() }
+        Converter { bytes, layout: &layout, meta: &meta, bar: &bar, done: 0, stats: ConvertStats::default() }
             .run(w)
             .map_err(io::Error::other)
     });
@@ -123,6 +123,10 @@ fn is_ws(c: u8) -> bool {
 }
 
 fn skip_ws(i: In<'_>) -> In<'_> {
+    // Most values follow their separator directly.
+    if i.first().is_none_or(|&c| !is_ws(c)) {
+        return i;
+    }
     let n = i.iter().position(|&c| !is_ws(c)).unwrap_or(i.len());
     &i[n..]
 }
@@ -230,19 +234,24 @@ fn string_into<'a>(i: In<'a>, out: &mut Vec<u8>) -> Res<'a, ()> {
     }
 }
 
-/// A non-negative integer that fits in 64 bits, after optional whitespace.
-fn uint(i: In<'_>) -> Res<'_, u64> {
-    let (i, ()) = ws(i)?;
-    let n = i.iter().position(|c| !c.is_ascii_digit()).unwrap_or(i.len());
+/// A non-negative integer that fits in 64 bits, right here. The loop is the converter's inner
+/// loop: up to 19 digits cannot overflow, so only longer numbers are checked.
+fn digits(i: In<'_>) -> Res<'_, u64> {
+    let mut v: u64 = 0;
+    let mut n = 0;
+    while let Some(&d) = i.get(n).filter(|d| d.is_ascii_digit()) {
+        if n >= 19 {
+            v = match v.checked_mul(10).and_then(|v| v.checked_add((d - b'0') as u64)) {
+                Some(v) => v,
+                None => return fail(i, "integer too large"),
+            };
+        } else {
+            v = v * 10 + (d - b'0') as u64;
+        }
+        n += 1;
+    }
     if n == 0 || (n > 1 && i[0] == b'0') || matches!(i.get(n), Some(b'.' | b'e' | b'E')) {
         return fail(i, "expected a non-negative integer");
-    }
-    let mut v: u64 = 0;
-    for &d in &i[..n] {
-        v = match v.checked_mul(10).and_then(|v| v.checked_add((d - b'0') as u64)) {
-            Some(v) => v,
-            None => return fail(i, "integer too large"),
-        };
     }
     Ok((&i[n..], v))
 }
@@ -326,11 +335,11 @@ impl<'a> Numbers<'a> {
 
     /// Fills `out` with the next record, or returns false at the array's end.
     fn record(&mut self, out: &mut [u64], what: &'static str) -> Result<bool, nom::Err<Fail<'a>>> {
+        if self.done {
+            return Ok(false);
+        }
         for (k, slot) in out.iter_mut().enumerate() {
             let i = skip_ws(self.rest);
-            if self.done {
-                return Ok(false);
-            }
             if let Some(rest) = i.strip_prefix(b"]") {
                 if k != 0 {
                     return Err(failure(i, format!("expected the rest of {what} (records of {} numbers)", out.len())));
@@ -343,12 +352,12 @@ impl<'a> Numbers<'a> {
                 i
             } else {
                 match i.strip_prefix(b",") {
-                    Some(rest) => rest,
+                    Some(rest) => skip_ws(rest),
                     None => return Err(failure(i, "expected `,` or `]`")),
                 }
             };
             self.first = false;
-            let (rest, v) = uint(i)?;
+            let (rest, v) = digits(i)?;
             *slot = v;
             self.rest = rest;
         }
@@ -404,7 +413,7 @@ impl Layout {
                 i = match key {
                     // Arrays of numbers: their `]` is the first one. Pass 2 checks what is inside.
                     b"nodes" | b"edges" | b"locations" if value.starts_with(b"[") => {
-                        match value.iter().position(|&c| c == b']') {
+                        match memchr::memchr(b']', value) {
                             Some(n) => &value[n + 1..],
                             None => return Err(failure(value, "expected `]`, found the end of the file")),
                         }
@@ -703,8 +712,19 @@ struct Converter<'a, 'b> {
     bytes: &'a [u8],
     layout: &'b Layout,
     meta: &'b Meta,
+    /// The bar counts the bytes of the passes over strings, nodes and edges (in that order, though
+    /// strings come last in the file): `done` of them are behind the current pass.
     bar: &'b indicatif::ProgressBar,
+    done: u64,
     stats: ConvertStats,
+}
+
+/// Type ids already given, by (V8 node type, named) for types that do not depend on the name, and
+/// by name for those that do; `u32::MAX` when not yet given.
+struct TypeMemo {
+    by_kind: Vec<u32>,
+    by_name: Vec<u32>,
+    by_array_name: Vec<u32>,
 }
 
 /// Per V8 string index, what the converter needs to know besides its hsnap id (index + 1).
@@ -732,6 +752,17 @@ impl Converter<'_, '_> {
         let name = self.fixed_string(w, "(root)")?;
         w.root(&Root { node: 0, kind: RootKind::GcRoot, interior: false, name }).map_err(io)?;
         Ok(self.stats)
+    }
+
+    /// Moves the bar to `rest` in the pass over the section that starts at byte `start`.
+    fn advance(&self, start: usize, rest: In<'_>) {
+        self.bar.set_position(self.done + (self.bytes.len() - rest.len()).saturating_sub(start) as u64);
+    }
+
+    /// Counts the section from `start` to `rest` as done.
+    fn finish_section(&mut self, start: usize, rest: In<'_>) {
+        self.done += (self.bytes.len() - rest.len()).saturating_sub(start) as u64;
+        self.bar.set_position(self.done);
     }
 
     fn fail(&self, at: In<'_>, what: impl Into<String>) -> FormatError {
@@ -780,8 +811,12 @@ impl Converter<'_, '_> {
             }
             strings.starts.push(start);
             w.string(&text).map_err(|e| self.fail(i, format!("writing the converted snapshot: {e}")))?;
+            if strings.count % 65536 == 0 {
+                self.advance(at, i);
+            }
             strings.count += 1;
         }
+        self.finish_section(at, i);
         self.stats.strings += strings.count;
         Ok(strings)
     }
@@ -854,6 +889,13 @@ impl Converter<'_, '_> {
         let table_ids: std::collections::HashSet<u64> = strings.weakmap_tables.values().copied().collect();
         let mut tables = HashMap::new();
         let mut types: HashMap<TypeName, u32> = HashMap::new();
+        // The same type is looked up for most nodes: remembered by (V8 type, named) and by name, so
+        // the map above is asked once per type rather than once per node.
+        let mut memo = TypeMemo {
+            by_kind: vec![u32::MAX; 2 * m.node_kinds.len()],
+            by_name: vec![u32::MAX; strings.count as usize],
+            by_array_name: vec![u32::MAX; strings.count as usize],
+        };
         let mut type_names: Vec<TypeName> = Vec::new();
         let mut edge_counts: Vec<u32> = Vec::new();
         let mut record = vec![0u64; m.node_width];
@@ -867,7 +909,8 @@ impl Converter<'_, '_> {
             if index >= u32::MAX - 1 {
                 return Err(self.fail(here, "at most 2^32 - 2 nodes"));
             }
-            let kind = match m.node_kinds.get(record[m.node_type] as usize) {
+            let kind_index = record[m.node_type] as usize;
+            let kind = match m.node_kinds.get(kind_index) {
                 Some(&kind) => kind,
                 None => return Err(self.fail(here, "expected a node type: an index into `meta.node_types`")),
             };
@@ -896,11 +939,19 @@ impl Converter<'_, '_> {
                 NodeKind::ObjectShape => TypeName::Fixed("(object shape)"),
                 NodeKind::Other(k) => TypeName::Kind(k),
             };
-            let next = type_names.len() as u32;
-            let type_id = *types.entry(type_name).or_insert_with(|| {
-                type_names.push(type_name);
-                next
-            });
+            let slot = match type_name {
+                TypeName::String(name) => &mut memo.by_name[name as usize],
+                TypeName::Array(name) => &mut memo.by_array_name[name as usize],
+                TypeName::Fixed(_) | TypeName::Kind(_) => &mut memo.by_kind[2 * kind_index + named as usize],
+            };
+            if *slot == u32::MAX {
+                let next = type_names.len() as u32;
+                *slot = *types.entry(type_name).or_insert_with(|| {
+                    type_names.push(type_name);
+                    next
+                });
+            }
+            let type_id = *slot;
             let mut stack = 0;
             while let Some(&&(node, s)) = stacks.peek() {
                 if node > index {
@@ -914,7 +965,7 @@ impl Converter<'_, '_> {
             let edges = u32::try_from(record[m.node_edges])
                 .map_err(|_| self.fail(here, "expected a node's edge_count below 2^32"))?;
             let identity = record[m.node_id];
-            if table_ids.contains(&identity) {
+            if !table_ids.is_empty() && table_ids.contains(&identity) {
                 tables.insert(index, identity);
             }
             let detached = m.node_detached.is_some_and(|f| record[f] == 2);
@@ -929,9 +980,10 @@ impl Converter<'_, '_> {
             w.node(&node).map_err(|e| self.fail(here, format!("writing the converted snapshot: {e}")))?;
             edge_counts.push(edges);
             if index % 65536 == 0 {
-                self.bar.set_position((self.bytes.len() - here.len()) as u64);
+                self.advance(at, here);
             }
         }
+        self.finish_section(at, numbers.rest);
         if edge_counts.is_empty() {
             return Err(self.fail(&self.bytes[at..], "expected at least one node (the root)"));
         }
@@ -1033,13 +1085,14 @@ impl Converter<'_, '_> {
             }
             self.stats.edges += count as u64;
             if from % 65536 == 0 {
-                self.bar.set_position((self.bytes.len() - numbers.rest.len()) as u64);
+                self.advance(at, numbers.rest);
             }
         }
         let here = skip_ws(numbers.rest);
         if numbers.record(&mut record, "an edge").map_err(|e| self.nom(e))? {
             return Err(self.fail(here, "expected `]`: more edges than the nodes' edge counts say"));
         }
+        self.finish_section(at, numbers.rest);
         Ok(())
     }
 }
@@ -1104,10 +1157,13 @@ mod tests {
 
     #[test]
     fn numbers_and_values() {
-        assert_eq!(uint(b" 42,").unwrap().1, 42);
-        assert!(uint(b"-1").is_err());
-        assert!(uint(b"1.5").is_err());
-        assert!(uint(b"99999999999999999999").is_err());
+        assert_eq!(digits(b"42,").unwrap().1, 42);
+        assert_eq!(digits(b"18446744073709551615]").unwrap().1, u64::MAX);
+        assert!(digits(b"-1").is_err());
+        assert!(digits(b"1.5").is_err());
+        assert!(digits(b"01").is_err());
+        assert!(digits(b"18446744073709551616").is_err());
+        assert!(digits(b"99999999999999999999").is_err());
         assert_eq!(skip_value(br#" {"a": [1, {"b": null}, "x]"], "c": true} tail"#).unwrap().0, b" tail");
         assert!(skip_value(br#"{"a": [1, 2}"#).is_err());
         assert!(skip_value(b"[[[[").is_err());
