@@ -4,7 +4,7 @@
 //! where each top-level value starts (the `strings` array comes after `nodes` and `edges`); the
 //! second reads `snapshot.meta`, then the strings (each unescaped once and written straight to the
 //! output), the locations, the nodes (written as they are read) and the edges (written node by
-//! node). What is kept meanwhile is 4 bytes a node (its edge count) and small tables.
+//! node). What is kept meanwhile is 4 bytes a node (its edge count), 16 a string and small tables.
 //!
 //! Fields are found by their names in `snapshot.meta`, never by position. The mapping:
 //!
@@ -19,9 +19,12 @@
 //! - Edges retain (strong) when DevTools counts them as *essential* for its dominator tree. These
 //!   are weak: `weak` edges, `shortcut` edges except those leaving the root, and the `internal`
 //!   edges from a WeakMap's table to a value (named `… part of key (…) -> value (…) pair in WeakMap
-//!   (table @ID)`, leaving the node whose id is ID). Self edges are kept strong: they change
-//!   nothing. `element` and `hidden` edges are labelled with their index, the others with their
-//!   name.
+//!   (table @ID)`, leaving the node whose id is ID; see [`weakmap_table`], which cites DevTools'
+//!   code). Self edges are kept strong: they change nothing. DevTools' last rule is not applied (nor
+//!   by memlab): objects reached from the root's `shortcut` targets (a page's `Window`, Node's
+//!   `global`) through non-weak edges are *page-owned*, and an edge from an object that is not to
+//!   one that is (from `(GC roots)`' handles, say) is not essential there (`markPageOwnedNodes`). `element` and `hidden` edges are labelled with their index, the
+//!   others with their name.
 //! - Node 0, V8's synthetic root, is the single root (kind gc-root, named `(root)`), so the
 //!   dominator tree is rooted where DevTools roots it and retained sizes agree with DevTools' and
 //!   memlab's. A node that no essential path from node 0 reaches is *leaked* for heapsnap, where
@@ -30,6 +33,11 @@
 //! - A `locations` entry (object, script id, line, column; 0-based) becomes the node's allocation
 //!   stack of one frame: function `script ID`, no file, line and column counted from 1.
 //! - Metadata: `capture` = `v8`, `producer` = the snapshot's `title` or `v8`, `pointer.width` = 8.
+//!
+//! Sizes: positions in the file are `usize` and error offsets `u64`, so files of several gigabytes
+//! convert; node and string indices are `u32` (at most 2^32 - 2 of each, checked, with an error
+//! otherwise), far beyond the 2^24 nodes where DevTools and memlab stop. (The graph then loaded
+//! indexes edges with `u32`: at most 2^32 edges, a JSON file of about 60 GB.)
 //!
 //! Strings are UTF-8: `\uXXXX` escapes are decoded (surrogate pairs joined, a lone surrogate
 //! becomes U+FFFD); raw bytes are copied as they are.

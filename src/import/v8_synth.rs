@@ -16,8 +16,8 @@
 //!   @K) -> value (WMValue @V) pair in WeakMap (table @T)`.
 //! - the *body*: a binary tree in index order (node k holds 2k+1 and 2k+2), of objects, strings,
 //!   arrays, closures, system objects, code, numbers and object shapes, plus 0 to 4 extra edges per
-//!   node (7 in 10 to a node allocated just before, 2 in 10 to one of the first 1024, 1 in 10
-//!   anywhere; some `weak`, `shortcut` or `internal`). About 3 edges per node, as in Node's
+//!   node (half to an ancestor, 2 in 10 to a sibling or a grandchild, 2 in 10 to one of the first
+//!   1024 nodes, 1 in 10 anywhere; some `weak`, `shortcut` or `internal`). About 3 edges per node, as in Node's
 //!   snapshots. Extra edges stay inside the body.
 //! - a *chain* of `ChainLink` objects of [`LINK_SIZE`] bytes, each holding the next by `next`: its
 //!   head retains exactly `chain × LINK_SIZE` bytes.
@@ -320,8 +320,11 @@ impl Plan {
             let target = match x % 10 {
                 // An ancestor 1 to 8 levels up (a parent pointer, an owner, a shared context).
                 0..5 => ((k + 1) >> (1 + r % 8)).saturating_sub(1),
-                // A node allocated just before.
-                5..7 => k.saturating_sub(1 + r % 16),
+                // A sibling or a grandchild: near in the tree, as objects allocated together are.
+                5..7 => match r % 2 {
+                    0 if k > 0 => (((k - 1) ^ 1) + 1).min(self.body - 1),
+                    _ => (4 * k + 3 + r % 4).min(self.body - 1),
+                },
                 7..9 => r % HUBS.min(self.body),
                 _ => (x >> 8) % self.body,
             };
