@@ -324,7 +324,7 @@ fn compare_with_memlab(heap: &Heap<'_>, analysis: &Analysis, memlab: &str) -> (u
     (compared, differ)
 }
 
-/// More nodes than DevTools and memlab can index (2^24): a synthetic snapshot streamed to disk,
+/// More nodes than 2^24 (where DevTools is said to stop): a synthetic snapshot streamed to disk,
 /// whose chain starts below node 2^24 and ends above it, converted and analysed with exact results.
 #[test]
 fn more_than_2_pow_24_nodes_convert_with_exact_results() {

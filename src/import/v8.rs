@@ -36,7 +36,7 @@
 //!
 //! Sizes: positions in the file are `usize` and error offsets `u64`, so files of several gigabytes
 //! convert; node and string indices are `u32` (at most 2^32 - 2 of each, checked, with an error
-//! otherwise), far beyond the 2^24 nodes where DevTools and memlab stop. (The graph then loaded
+//! otherwise), far beyond 2^24 nodes (DevTools' limit, it is said). (The graph then loaded
 //! indexes edges with `u32`: at most 2^32 edges, a JSON file of about 60 GB.)
 //!
 //! Strings are UTF-8: `\uXXXX` escapes are decoded (surrogate pairs joined, a lone surrogate
