@@ -6,9 +6,13 @@ Default: N = 200000 records of five tracked objects each (~1M tracked, ~2M
 nodes, ~3M edges).  --lists: N = 1000000 one-item lists instead (~1M
 tracked, ~2M nodes, ~2M edges).
 
-Reports tracked objects, all nodes, edges, seconds, objects/s, file size, and
-the extra peak RSS during the dump (Linux: /proc/self/clear_refs resets the
-high-water mark just before the dump).
+Reports tracked objects, all nodes, edges, seconds, seconds per million
+tracked objects and per million nodes, file size, and the extra peak RSS
+during the dump as a share of the heap (Linux: /proc/self/clear_refs resets
+the high-water mark just before the dump), then one summary line.  The
+targets: at most 1 s per million objects, extra memory under half the heap.
+Run it a few times (each run is a fresh process) and keep the best and the
+median: for i in 1 2 3; do python3 bench/bench_export.py; done
 """
 
 import gc
@@ -76,6 +80,9 @@ def main():
     if reset:
         print("extra peak RSS   %9.1f MB during dump (%.0f%% of the heap's growth)" % (
             (peak - before) / 1e6, 100.0 * (peak - before) / heap))
+    print("SUMMARY %s s/M-tracked=%.2f s/M-nodes=%.2f extra=%s" % (
+        "lists" if lists else "records", dt / tracked * 1e6, dt / st.nodes * 1e6,
+        "%.0f%%" % (100.0 * (peak - before) / heap) if reset else "n/a"))
     del data
 
 

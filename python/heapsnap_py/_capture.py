@@ -29,11 +29,15 @@ in-graph count in two C-speed passes.
 
 How it stays fast in pure Python: every per-object and per-edge step is a
 chain of C-level ``map``/``compress``/``array`` operations, never a Python
-loop.  Address -> node index lookups use a two-level direct-mapped table (256
+loop.  Address -> node index lookups use a two-level direct-mapped table (16
 KiB address regions, one 32-bit slot per 16 bytes; objects are at least 16
-bytes apart), which costs a quarter of the address span the heap occupies
-instead of ~100 bytes per node for a dict; the same table, read region by
-region, yields the nodes in address order without sorting.
+bytes apart), which costs a quarter of the address span the heap's objects
+occupy instead of ~100 bytes per node for a dict; the same table, read region
+by region, yields the nodes in address order without sorting.
+
+How it stays small: big working lists are made a block at a time, the node
+order is 4 bytes a node, and glibc's malloc_trim hands freed pages back
+between steps.
 """
 
 import gc
@@ -61,18 +65,18 @@ _getrefcount = sys.getrefcount
 _getsizeof = sys.getsizeof
 _is_tracked = gc.is_tracked
 
-REGION_BITS = 18                    # 256 KiB address regions
+REGION_BITS = 14                    # 16 KiB address regions (pymalloc pools)
 SLOT_SHIFT = 4                      # one slot per 16 bytes
 SLOTS = 1 << (REGION_BITS - SLOT_SHIFT)
 SLOT_MASK = SLOTS - 1
 OWN = 0xFFFFFFFF                    # slot marker: the exporter's own objects
 TMP = 0x80000000                    # temporary slot values while deduplicating
 BLOCK = 1 << 16                     # referents per discovery step
-BATCH = 1 << 15                     # nodes per NODE/EDGE batch
+BATCH = 1 << 14                     # nodes per NODE/EDGE batch
 HUGE_SOURCE = 1 << 14               # a source with more edges: several records,
 LABEL_INDEX_MAX = HUGE_SOURCE       # unlabelled, written a part at a time
-GROUP_EDGES = 1 << 17               # edges encoded at once, at most (about)
-CACHE_CAP = 1 << 15                 # bound on each encoding cache
+GROUP_EDGES = 1 << 15               # edges encoded at once, at most (about)
+CACHE_CAP = 1 << 13                 # bound on each encoding cache
 
 _IMMORTAL = sys.version_info >= (3, 12)
 _IMMORTAL_RC = 1 << 30
@@ -91,6 +95,15 @@ _type_flags = type.__dict__["__flags__"].__get__
 _type_dictoffset = type.__dict__["__dictoffset__"].__get__
 
 _U32 = "I" if array("I").itemsize == 4 else "L"
+
+# Recorded sizes are what the interpreter asked the allocator for (what
+# tracemalloc counts), which is sys.getsizeof except for one-digit ints on
+# 3.11+: those are made at sizeof(PyLongObject), the one-digit size rounded
+# up to 8 bytes (32), where getsizeof says 28.  (An int parsed from text is
+# asked for at 28; pymalloc hands out the same 32-byte block either way.)
+_INT_ONE_DIGIT = int.__basicsize__ + int.__itemsize__
+_INT_ONE_DIGIT_ALLOC = ((_INT_ONE_DIGIT + 7) & ~7) if sys.version_info >= (3, 11) \
+    else _INT_ONE_DIGIT
 
 CAT_PLAIN, CAT_SEQ, CAT_DICT, CAT_INST, CAT_NONE = 0, 1, 2, 3, 4
 _ROOT_TAIL = b"\x04\x00\x00"        # kind 4 (gc root), flags 0, no name
@@ -237,17 +250,21 @@ class _Pre(dict):
 
 
 class _Suf(dict):
-    """(size, type[, flags]) -> size, type, stack 0, flags."""
+    """(getsizeof, type[, flags]) -> size, type, stack 0, flags; the size
+    recorded is the allocated one (see `_INT_ONE_DIGIT`)."""
 
-    __slots__ = ("T",)
+    __slots__ = ("T", "int_tid")
 
     def __init__(self, T):
         dict.__init__(self)
         self.T = T
+        self.int_tid = -1           # the TYPE record of `int`, once registered
 
     def __missing__(self, key):
         T = self.T
         size, tid = key[0], key[1]
+        if size == _INT_ONE_DIGIT and tid == self.int_tid:
+            size = _INT_ONE_DIGIT_ALLOC
         flags = key[2] if len(key) > 2 else 0
         b = ((T[size] if size < 16384 else uvarint(size)) +
              (T[tid] if tid < 16384 else uvarint(tid)) + b"\x00" + T[flags])
@@ -388,6 +405,30 @@ def _make_word_reader():
 _WORD = _make_word_reader()
 
 
+def _make_trim():
+    """glibc's malloc_trim(0), which gives the free pages inside the heap
+    back to the system: the big arrays and lists freed between the steps
+    would otherwise stay resident and add to the peak.  None elsewhere."""
+    if _ctypes is None:
+        return None
+    try:
+        libc = _ctypes.CDLL(None)
+        f = libc.malloc_trim
+        f.argtypes = [_ctypes.c_size_t]
+        f.restype = _ctypes.c_int
+        return f
+    except Exception:
+        return None
+
+
+_MALLOC_TRIM = _make_trim()
+
+
+def _trim():
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
 class Stats:
     """What a dump wrote (returned by dump())."""
 
@@ -436,18 +477,28 @@ def capture(fd, labels=True, meta=b""):
 
 
 def _discover(objs, extra):
-    """Find the nodes and roots.  Empties `objs` (the get_objects() list).
+    """Find the nodes and roots.  Takes over `objs` (the get_objects() list),
+    which ends up holding every node (with None first).
 
-    Returns (nodes in address order, address table, empty region, root
-    addresses, frozen addresses, number of tracked nodes)."""
+    Returns ((objs, order): node i is objs[order[i]], nodes in address
+    order; address table, empty region, root addresses, frozen addresses,
+    number of tracked nodes)."""
     # -- 1. gc_refs of tracked objects -----------------------------------
     n = len(objs)
     rc_b = array("q", map(_getrefcount, objs))
-    flat = _get_referents(*objs)
-    rc_a = array("q", map(_getrefcount, objs))
-    # gc_refs = (rc_b - 1 - extra) - (rc_a - rc_b) > 0  <=>  2*rc_b - rc_a > 1 + extra
-    root_mask = array("b", map(gt, map(sub, map(add, rc_b, rc_b), rc_a), repeat(1 + extra)))
-    del rc_a, rc_b
+    # the referents of every tracked object, a list per block of objects (one
+    # list of them all would be copied as it grows)
+    flat = [_get_referents(*objs[b:b + BLOCK]) for b in range(0, n, BLOCK)]
+    # gc_refs = (rc_b - 1 - extra) - (rc_a - rc_b) > 0  <=>  2*rc_b - rc_a > 1 + extra,
+    # with rc_a read a block at a time (an iterator: a slice would add a reference)
+    root_mask = array("b")
+    it = iter(objs)
+    rc_a = rb = None
+    for b in range(0, n, BLOCK):
+        rc_a = array("q", map(_getrefcount, islice(it, BLOCK)))
+        rb = rc_b[b:b + BLOCK]
+        root_mask.extend(map(gt, map(sub, map(add, rb, rb), rc_a), repeat(1 + extra)))
+    del rc_a, rc_b, rb, it
 
     # -- 2. untracked nodes, transitively; the address table --------------
     reg = _Regions()
@@ -458,6 +509,7 @@ def _discover(objs, extra):
     occ = array("l")    # per ulist entry: references to it from `flat`, when
                         # `flat` is gone before counting (0: counted below)
     flats = []          # referent lists stay alive until counted
+    n_multi = n_single = 0
     if gc.get_freeze_count() == 0:
         # Round one: the untracked referents of tracked objects.  No table
         # lookups are needed to find them, and one referenced once in all
@@ -469,29 +521,36 @@ def _discover(objs, extra):
         singles = []
         mlist = []          # every occurrence of the others
         mdist = []          # the others, once per block
-        for b in reversed(range(0, len(flat), BLOCK)):
-            _untracked_block(flat[b:], single_rc, singles, mlist, mdist)
-            del flat[b:]    # give the memory back as we go
+        while flat:
+            part = flat[-1]
+            for b in range(0, len(part), BLOCK):
+                _untracked_block(part[b:b + BLOCK], single_rc, singles, mlist, mdist)
+            del part
+            flat.pop()      # give the memory back as we go
         del flat
+        _trim()
         _table_of_tracked(reg, objs, own)
         _dedup(reg, empty, mdist, n + 1, ulist)
         del mdist
         rc1 = array("q", map(_getrefcount, ulist))
         del mlist
+        _trim()
         occ = array("l", map(sub, rc1, map(_getrefcount, ulist)))
         del rc1
+        n_multi = len(ulist)
+        n_single = len(singles)
         base = n + 1 + len(ulist)
         for b in range(0, len(singles), BLOCK):
             _store(reg, array("Q", map(id, singles[b:b + BLOCK])),
                    range(base + b, base + b + BLOCK))
         ulist.extend(singles)
-        occ.extend(repeat(1, len(singles)))
         del singles
-        frontier = _get_referents(*ulist)
+        _trim()
+        frontier = _referents_of(ulist)
     else:
         _table_of_tracked(reg, objs, own)
-        frontier = flat          # frozen objects exist: find them by lookups
-        del flat
+        frontier = list(chain.from_iterable(flat))   # frozen objects exist: find
+        del flat                                     # them by lookups
     flats.append(frontier)
     # Later rounds (and everything when objects are frozen): the referents
     # not in the table yet.
@@ -503,23 +562,35 @@ def _discover(objs, extra):
         if not found:
             break
         ulist.extend(found)
-        frontier = _get_referents(*found)
+        frontier = _referents_of(found)
         flats.append(frontier)
         del found
     del frontier
-    occ.extend(repeat(0, len(ulist) - len(occ)))
+    occ.extend(repeat(0, len(ulist) - n_single - len(occ)))
 
     # -- 3. roots among untracked nodes ----------------------------------
-    ru_a = array("q", map(_getrefcount, ulist))
+    # A single has one reference, from a tracked node: never a root.  For
+    # the others (the multiples, then those of the later rounds):
+    # ext = (ru_b - 1 - extra) - (ru_a - ru_b) - occ > 0, a block at a time.
+    # (islice, not slices: a slice would hold one more reference.)
+    s_end = n_multi + n_single
+    ru_a = array("q", map(_getrefcount, islice(ulist, n_multi)))
+    ru_a.extend(map(_getrefcount, islice(ulist, s_end, None)))
     flats.clear()
-    # ext = (ru_b - 1 - extra) - (ru_a - ru_b) - occ > 0, a block at a time
     uroot_mask = array("b")
-    it = iter(ulist)                    # (a slice would hold one more reference)
-    for b in range(0, len(ulist), BLOCK):
-        ru_b = array("q", map(_getrefcount, islice(it, BLOCK)))
-        uroot_mask.extend(map(gt, map(sub, map(sub, map(add, ru_b, ru_b), ru_a[b:b + BLOCK]),
-                                      occ[b:b + BLOCK]), repeat(1 + extra)))
-    del ru_a, ru_b, occ, it
+    it = iter(ulist)
+    for a, e in ((0, n_multi), (s_end, len(ulist))):
+        if a == s_end:
+            deque(islice(it, n_single), maxlen=0)      # skip the singles
+            uroot_mask.frombytes(bytes(n_single))
+        for b in range(a, e, BLOCK):
+            k = min(BLOCK, e - b)
+            j = b - (n_single if a == s_end else 0)      # position in ru_a, occ
+            ru_b = array("q", map(_getrefcount, islice(it, k)))
+            uroot_mask.extend(map(gt, map(sub, map(sub, map(add, ru_b, ru_b), ru_a[j:j + k]),
+                                          occ[j:j + k]), repeat(1 + extra)))
+    del ru_a, occ, it
+    _trim()
     # Objects frozen by gc.freeze() are tracked but not in get_objects():
     # the collector never frees them, so they are roots.
     frozen_ids = set()
@@ -537,32 +608,45 @@ def _discover(objs, extra):
     del own
 
     n_tracked = n
-    allv = [None]                       # so that table value v is allv[v]
-    allv += objs
-    objs.clear()
-    allv += ulist
+    objs.insert(0, None)                # so that table value v is objs[v]
+    objs += ulist
     del ulist
 
     # -- 4. node order = address order, read off the table ---------------
-    nodes = [None] * (len(allv) - 1)
-    slot_range = range(SLOTS)
+    # order[i] is the table value (objs position) of node i: 4 bytes a node
+    # rather than a second list of every object.
+    order = array(_U32, [0]) * (len(objs) - 1)      # (no 4-byte-a-node bytes to copy from)
+    slot_list = list(range(SLOTS))      # ints made once, not one per slot and region
+    slots = None
     nxt = 1
     for r in sorted(reg):
         a = reg[r]
-        pos = array(_U32, compress(a, a))
-        if not pos:
+        slots = list(compress(slot_list, a))
+        if not slots:
             del reg[r]
             continue
-        k = len(pos)
+        k = len(slots)
+        order[nxt - 1:nxt - 1 + k] = array(_U32, map(a.__getitem__, slots))
         # from now on the table maps an address to its node index + 1
-        deque(map(a.__setitem__, compress(slot_range, a), range(nxt, nxt + k)), maxlen=0)
+        deque(map(a.__setitem__, slots, range(nxt, nxt + k)), maxlen=0)
         nxt += k
-        nodes[nxt - 1 - k:nxt - 1] = map(allv.__getitem__, pos)
-    del pos
-    if nxt != len(allv):  # pragma: no cover - would be a bug
-        raise AssertionError("address table lost nodes: %d != %d" % (nxt - 1, len(allv) - 1))
-    del allv
+    del slots, slot_list
+    _trim()
+    if nxt != len(objs):  # pragma: no cover - would be a bug
+        raise AssertionError("address table lost nodes: %d != %d" % (nxt - 1, len(objs) - 1))
+    nodes = (objs, order)
     return nodes, reg, empty, root_ids, frozen_ids, n_tracked
+
+
+def _referents_of(objs):
+    """gc.get_referents(*objs), a block at a time: no argument tuple as long
+    as `objs`."""
+    if len(objs) <= BLOCK:
+        return _get_referents(*objs)
+    out = []
+    for b in range(0, len(objs), BLOCK):
+        out += _get_referents(*objs[b:b + BLOCK])
+    return out
 
 
 def _table_of_tracked(reg, objs, own):
@@ -696,6 +780,8 @@ class _Exporter:
                 tid = self.tname[name] = self.w.counts[b"TYPE"]
                 self.w.add(b"TYPE", uvarint(self.strid(name)))
             self.tids[id(t)] = tid
+            if t is int:
+                self.SUF.int_tid = tid
             try:
                 gcable = bool(_type_flags(t) & _TPFLAGS_HAVE_GC)
             except Exception:
@@ -720,8 +806,8 @@ class _Exporter:
         if meta:
             w.add(b"META", meta, 0)     # whole records, already encoded
             w.flush(b"META")
-        nodes = self.nodes
-        N = len(nodes)
+        allv, order = self.nodes
+        N = len(order)
         prev_id = 0
         frozen_ids = self.frozen_ids
         need_flags = _IMMORTAL or bool(frozen_ids)
@@ -729,7 +815,7 @@ class _Exporter:
         PRE = self.PRE.__getitem__
         SUF = self.SUF.__getitem__
         for b0 in range(0, N, BATCH):
-            batch = nodes[b0:b0 + BATCH]
+            batch = list(map(allv.__getitem__, order[b0:b0 + BATCH]))
             ids = array("Q", map(id, batch))
             ts = list(map(type, batch))
             tkeys = array("Q", map(id, ts))
@@ -761,8 +847,10 @@ class _Exporter:
             prev_id = ids[-1]
             del ids, tl, sizes, keys
             self._edges(batch, b0, tkeys)
+            if b0 % (4 * BATCH) == 0:
+                _trim()
         self.nodes = None
-        del batch, nodes
+        del batch, allv, order
         self._roots()
         w.finish()
         self.stats = Stats(nodes=N, tracked=self.n_tracked, edges=w.counts[b"EDGE"],
@@ -868,37 +956,44 @@ class _Exporter:
                 return
         one = max(cnts) == 1        # one edge per source: simpler streams
         D = map(sub, T, idx if one else chain.from_iterable(map(repeat, idx, cnts)))
-        if kind == CAT_PLAIN:
-            pieces = map(self.HEAD0.__getitem__, D)
-            per = cnts
-        else:
-            if kind == CAT_SEQ:
-                # the element indexes of each source, in traversal order
-                labs = chain.from_iterable(map((self.LFWD if extra == 1 else self.LREV)
-                                               .__getitem__, cnts))
-                heads = map(self.HEAD1.__getitem__, D)
-            elif kind == CAT_DICT:          # the keys, given or of the dicts
-                labs = map(self.KLAB.__getitem__, extra if extra is not None
-                           else chain.from_iterable(map(dict.keys, srcs)))
-                heads = map(self.HEAD1.__getitem__, D)
-            else:                   # key 2*(to+1-from) + has_label
-                labs = map(self.LABENC.__getitem__, extra)
-                heads = map(self.HEADK.__getitem__,
-                            map(add, map(mul, D, repeat(2)), map(bool, extra)))
-            pieces = chain.from_iterable(zip(heads, labs))
-            per = map(add, cnts, cnts)
         fdel = map(sub, idx, chain((self.prev_src,), idx))
+        if kind == CAT_PLAIN:
+            heads = map(self.HEAD0.__getitem__, D)
+            labs = None
+        elif kind == CAT_SEQ:
+            # the element indexes of each source, in traversal order
+            labs = chain.from_iterable(map((self.LFWD if extra == 1 else self.LREV)
+                                           .__getitem__, cnts))
+            heads = map(self.HEAD1.__getitem__, D)
+        elif kind == CAT_DICT:              # the keys, given or of the dicts
+            labs = map(self.KLAB.__getitem__, extra if extra is not None
+                       else chain.from_iterable(map(dict.keys, srcs)))
+            heads = map(self.HEAD1.__getitem__, D)
+        else:                               # key 2*(to+1-from) + has_label
+            labs = map(self.LABENC.__getitem__, extra)
+            heads = map(self.HEADK.__getitem__,
+                        map(add, map(mul, D, repeat(2)), map(bool, extra)))
         if one:
-            prefixes = map(self.PFX1.__getitem__, fdel)
-            if kind == CAT_PLAIN:
-                recs = list(map(add, prefixes, pieces))
-            else:
-                recs = list(map(add, map(add, prefixes, heads), labs))
+            recs = map(add, map(self.PFX1.__getitem__, fdel), heads)
+            if labs is not None:
+                recs = map(add, recs, labs)
+            self.w.add(b"EDGE", b"".join(recs), len(T))
         else:
-            prefixes = map(self.PFX.__getitem__, zip(fdel, cnts))
-            it = iter(pieces)
-            recs = list(map(add, prefixes, map(b"".join, map(islice, repeat(it), per))))
-        self.w.add_records(b"EDGE", recs, len(T))
+            # One list of pieces (head, or head and label, per edge), the
+            # record prefix (from delta, count) glued onto each record's
+            # first piece, one join.
+            if labs is None:
+                P = list(heads)
+                starts = list(islice(accumulate(chain((0,), cnts)), len(cnts)))
+            else:
+                P = [None] * (2 * len(T))
+                P[0::2] = list(heads)
+                P[1::2] = list(labs)
+                starts = list(islice(accumulate(chain((0,), map(add, cnts, cnts))), len(cnts)))
+            deque(map(P.__setitem__, starts,
+                      map(add, map(self.PFX.__getitem__, zip(fdel, cnts)),
+                          map(P.__getitem__, starts))), maxlen=0)
+            self.w.add(b"EDGE", b"".join(P), len(T))
         self.prev_src = idx[-1]
 
     @staticmethod
@@ -1007,6 +1102,19 @@ class _Exporter:
         """A source with more than HUGE_SOURCE edges: several records of at
         most HUGE_SOURCE edges, so that memory stays bounded.  A str-keyed
         dict keeps its key labels; the rest go unlabelled."""
+        t = type(o)
+        if (t is list or t is tuple) and _SEQ_ORDER[t] != 0:
+            # Its referents are its items: slices of it, in traversal order,
+            # and no list of all of them at once.
+            n = len(o)
+            for s in range(0, n, HUGE_SOURCE):
+                if _SEQ_ORDER[t] == 1:
+                    part = o[s:s + HUGE_SOURCE]
+                else:
+                    a = n - 1 - s
+                    part = o[a:a - HUGE_SOURCE:-1] if a >= HUGE_SOURCE else o[a::-1]
+                self._group((), array("q", [i]), array("q", [len(part)]), CAT_PLAIN, part)
+            return
         F = _get_referents(o)
         keys = None
         if (self.labels and type(o) is dict and _DICT_OK and len(F) == len(o)

@@ -100,9 +100,17 @@ class Writer:
         self.bytes_written += len(HEADER)
 
     def _emit(self, tag, payload):
-        c = chunk(tag, payload)
-        self.f.write(c)
-        self.bytes_written += len(c)
+        """Write one chunk, `payload` (bytes or bytearray) without copying it."""
+        if len(tag) != 4:
+            raise ValueError("chunk tags are 4 bytes")
+        if len(payload) > MAX_CHUNK:
+            raise ValueError("chunk larger than 64 MiB")
+        head = tag + _U32LE.pack(len(payload))
+        crc = zlib.crc32(payload, zlib.crc32(head))
+        self.f.write(head)
+        self.f.write(payload)
+        self.f.write(_U32LE.pack(crc))
+        self.bytes_written += len(payload) + 12
         self.chunks += 1
 
     def add(self, tag, data, items=1):
@@ -119,32 +127,10 @@ class Writer:
                 self.flush(tag)
         self.counts[tag] = self.counts.get(tag, 0) + items
 
-    def add_records(self, tag, records, items):
-        """Add an iterable/list of whole records (bytes), splitting between
-        records when the total would make an oversized chunk."""
-        if not isinstance(records, list):
-            records = list(records)
-        total = sum(map(len, records))
-        if total <= MAX_CHUNK // 4:
-            self.add(tag, b"".join(records), items)
-            return
-        # Rare: a huge batch.  Cut it into pieces of whole records.
-        piece = []
-        size = 0
-        for r in records:
-            if size and size + len(r) > self.flush_bytes:
-                self.add(tag, b"".join(piece), 0)
-                piece = []
-                size = 0
-            piece.append(r)
-            size += len(r)
-        self.add(tag, b"".join(piece), 0)
-        self.counts[tag] += items
-
     def flush(self, tag):
         buf = self.bufs.get(tag)
         if buf:
-            self._emit(tag, bytes(buf))
+            self._emit(tag, buf)
             buf.clear()
 
     def flush_all(self, order=None):

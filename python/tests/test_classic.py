@@ -90,12 +90,11 @@ def test_a_dropped_cycle_of_two_million_int_lists_is_one_leaked_cycle(tmp_path):
     assert types["list"] == 2
     # Every int of both lists but the small ones CPython shares (-5 to 256, reachable elsewhere).
     assert types["int"] == 2 * n - 257
-    # The group is the collector's garbage, sized by sys.getsizeof exactly. (tracemalloc sees more:
-    # CPython 3.11+ allocates a one-digit int at sizeof(PyLongObject), 32 bytes, where
-    # sys.getsizeof says 28; so on this heap the bytes freed exceed the group's by 4 per int.)
     assert seen["collected"] == 2  # the collector counts tracked objects: the two lists
-    assert group["bytes"] == seen["getsizeof"]
-    assert group["bytes"] <= seen["freed"]
+    # The group's bytes are what tracemalloc sees gc.collect() free, within 1%. (sys.getsizeof
+    # alone falls 10% short on 3.11+, which allocates a one-digit int at 32 bytes, not 28.)
+    assert abs(group["bytes"] - seen["freed"]) <= 0.01 * seen["freed"], (group["bytes"], seen)
+    assert group["bytes"] >= seen["getsizeof"]
     assert report["leaked"]["bytes"] == group["bytes"]
 
 
