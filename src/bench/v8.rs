@@ -275,6 +275,41 @@ pub fn table(rows: &[V8Row]) -> String {
 mod tests {
     use super::*;
 
+    fn row(memlab: Memlab) -> V8Row {
+        let heapsnap = Measurement {
+            nodes: 1000,
+            edges: 3000,
+            file_bytes: 1 << 20,
+            parse: 0.5,
+            graph: 0.1,
+            reachability: 0.1,
+            leaks: 0.0,
+            dominators: 0.2,
+            total: 1.0,
+            peak_rss: 100 << 20,
+            petgraph_kosaraju: None,
+            petgraph_simple_fast: None,
+        };
+        let file = PathBuf::from("/tmp/node-1000.heapsnapshot");
+        V8Row { source: Source::Node, file, file_bytes: 2 << 20, make: 1.0, heapsnap_wall: 2.0, heapsnap, memlab }
+    }
+
+    #[test]
+    fn ratios_and_failures_are_printed() {
+        let done = row(Memlab::Done { wall: 25.0, load: 24.0, peak_rss: 400 << 20 });
+        assert_eq!((done.speedup(), done.memory_ratio()), (Some(12.5), Some(0.25)));
+        let reason = "signal: 6 (SIGABRT): FATAL ERROR: Reached heap limit".to_string();
+        let failed = row(Memlab::Failed { wall: 3.0, reason: reason.clone() });
+        assert_eq!((failed.speedup(), failed.memory_ratio()), (None, None));
+        let text = table(&[done, failed]);
+        assert!(text.contains("12.5x") && text.contains("0.25"), "{text}");
+        assert!(text.contains("FAILED after 3.00 s"), "{text}");
+        assert!(
+            text.contains(&format!("memlab failed on /tmp/node-1000.heapsnapshot after 3.00 s: {reason}")),
+            "{text}"
+        );
+    }
+
     #[test]
     fn what_went_wrong_names_the_error_line() {
         let stderr = b"\n<--- Last few GCs --->\nFATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory\n 1: 0xb7 node::Abort()\n";
