@@ -1,0 +1,195 @@
+//! Offline symbolization: the raw return addresses a recorder writes (`FRMS` form 0, a module and
+//! an offset) become functions, files and lines, from the module's binary on disk (checked by build
+//! id) or a separate debug file, with inlined calls expanded into logical frames.
+//!
+//! Everything is lazy and done once: a module's binary is opened the first time a frame in it is
+//! named, each frame is resolved once, each stack's site chosen once. Loading and analysing a
+//! snapshot never opens a binary; only reports that print frame names do.
+
+pub mod binary;
+pub mod plumbing;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use hsnap::{Frame, Snapshot};
+
+use binary::{Binary, hex};
+pub use binary::{Location, SearchPath};
+
+/// One logical frame of a stack, as reports and suppressions see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogicalFrame {
+    /// As reports print it: `function (file:line)`, `function+0x1a (libc.so.6)`,
+    /// `module+0xoffset` or `0xaddress`.
+    pub name: String,
+    /// The function, demangled; for an unresolved frame, `name`.
+    pub function: String,
+    /// The source file; for an unresolved frame or one named from the symbol table only, the
+    /// module's path; empty when unknown.
+    pub file: String,
+    /// Allocator plumbing (see [`plumbing`]): skipped when choosing a site.
+    pub plumbing: bool,
+}
+
+/// A snapshot's symbolizer. Shared by reference between reports: its caches sit behind a mutex.
+#[derive(Debug)]
+pub struct Symbolizer {
+    search: SearchPath,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By module id; absent until the module is first needed.
+    binaries: HashMap<u32, Option<Binary>>,
+    frames: HashMap<u32, Arc<[LogicalFrame]>>,
+    sites: HashMap<u32, Arc<str>>,
+    /// What could not be used, once per module.
+    notes: Vec<String>,
+}
+
+impl Symbolizer {
+    pub fn new(search: SearchPath) -> Symbolizer {
+        Symbolizer { search, state: Mutex::new(State::default()) }
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves caches that are still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The logical frames of one recorded frame, innermost first: several when the return address
+    /// is inside inlined calls, one otherwise.
+    pub fn frames(&self, snap: &Snapshot<'_>, frame: u32) -> Arc<[LogicalFrame]> {
+        self.state().frames(&self.search, snap, frame)
+    }
+
+    /// A stack's allocation site: the name of its innermost logical frame that is not allocator
+    /// plumbing, or of its innermost frame when all are; `(no stack)` for stack 0.
+    pub fn site(&self, snap: &Snapshot<'_>, stack: u32) -> String {
+        let mut state = self.state();
+        if let Some(site) = state.sites.get(&stack) {
+            return site.to_string();
+        }
+        let mut innermost = None;
+        let mut site = None;
+        'frames: for frame in snap.stack_frames(stack) {
+            for logical in state.frames(&self.search, snap, frame).iter() {
+                innermost.get_or_insert_with(|| logical.name.clone());
+                if !logical.plumbing {
+                    site = Some(logical.name.clone());
+                    break 'frames;
+                }
+            }
+        }
+        let site: Arc<str> = site.or(innermost).unwrap_or_else(|| "(no stack)".to_string()).into();
+        state.sites.insert(stack, site.clone());
+        site.to_string()
+    }
+
+    /// Every logical frame of a stack, innermost first.
+    pub fn stack(&self, snap: &Snapshot<'_>, stack: u32) -> Vec<LogicalFrame> {
+        let mut state = self.state();
+        snap.stack_frames(stack).flat_map(|f| state.frames(&self.search, snap, f).to_vec()).collect()
+    }
+
+    /// Why modules could not be symbolized, one line each.
+    pub fn notes(&self) -> Vec<String> {
+        self.state().notes.clone()
+    }
+
+    /// How many modules' binaries were opened (or tried): 0 until a frame in a module is named.
+    pub fn modules_tried(&self) -> usize {
+        self.state().binaries.len()
+    }
+}
+
+impl State {
+    fn frames(&mut self, search: &SearchPath, snap: &Snapshot<'_>, frame: u32) -> Arc<[LogicalFrame]> {
+        if let Some(frames) = self.frames.get(&frame) {
+            return frames.clone();
+        }
+        let frames: Arc<[LogicalFrame]> = match snap.frame(frame) {
+            Some(Frame::Symbol { function, file, line, column }) => {
+                let location = Location {
+                    function: (function != 0).then(|| lossy(snap.string(function))),
+                    offset: None,
+                    file: (file != 0).then(|| lossy(snap.string(file))),
+                    line,
+                    column,
+                };
+                Arc::new([logical(&location, None)])
+            }
+            Some(Frame::InModule { module, offset }) => self.in_module(search, snap, module, offset).into(),
+            Some(Frame::Absolute(address)) => Arc::new([unresolved(format!("{address:#x}"), String::new(), false)]),
+            None => Arc::new([unresolved("??".to_string(), String::new(), false)]),
+        };
+        self.frames.insert(frame, frames.clone());
+        frames
+    }
+
+    fn in_module(&mut self, search: &SearchPath, snap: &Snapshot<'_>, module: u32, offset: u64) -> Vec<LogicalFrame> {
+        let Some(m) = snap.modules().get(module as usize) else {
+            return vec![unresolved(format!("??+{offset:#x}"), String::new(), false)];
+        };
+        let path = snap.string(m.path);
+        let path_text = lossy(path);
+        let base = path_text.rsplit('/').next().unwrap_or_default().to_string();
+        let recorder = plumbing::is_recorder(&path_text);
+        let binary = self.binaries.entry(module).or_insert_with(|| {
+            let file = Path::new(OsStr::from_bytes(path));
+            match binary::open(file, m.build_id, search) {
+                Ok(binary) => Some(binary),
+                Err(why) => {
+                    let id =
+                        if m.build_id.is_empty() { String::new() } else { format!(" (build id {})", hex(m.build_id)) };
+                    self.notes.push(format!(
+                        "cannot symbolize {path_text}{id}: {why}; its frames are shown as {base}+0xOFFSET"
+                    ));
+                    None
+                }
+            }
+        });
+        let located = binary.as_ref().map(|b| b.locate(m.load_bias, offset)).unwrap_or_default();
+        if located.is_empty() {
+            return vec![unresolved(format!("{base}+{offset:#x}"), path_text, recorder)];
+        }
+        located
+            .iter()
+            .map(|l| {
+                let mut frame = logical(l, Some((&base, &path_text)));
+                frame.plumbing |= recorder;
+                frame
+            })
+            .collect()
+    }
+}
+
+fn lossy(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn unresolved(name: String, file: String, plumbing: bool) -> LogicalFrame {
+    LogicalFrame { function: name.clone(), name, file, plumbing }
+}
+
+/// A location as a logical frame; `module` (file name, path) is named when there is no source file.
+fn logical(l: &Location, module: Option<(&str, &str)>) -> LogicalFrame {
+    let function = l.function.clone().unwrap_or_else(|| "??".to_string());
+    let shown = match l.offset {
+        Some(offset) => format!("{function}+{offset:#x}"),
+        None => function.clone(),
+    };
+    let (name, file) = match (&l.file, l.line, module) {
+        (Some(file), 0, _) => (format!("{shown} ({file})"), file.clone()),
+        (Some(file), line, _) => (format!("{shown} ({file}:{line})"), file.clone()),
+        (None, _, Some((base, path))) => (format!("{shown} ({base})"), path.to_string()),
+        (None, _, None) => (shown, String::new()),
+    };
+    let plumbing = l.function.as_deref().is_some_and(plumbing::is_plumbing_function);
+    LogicalFrame { name, function, file, plumbing }
+}
