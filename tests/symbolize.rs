@@ -459,3 +459,49 @@ fn cpp_names_are_demangled_and_operator_new_is_plumbing() {
     assert_eq!(stack[1], *site);
     assert_eq!(stack[2], format!("main (widget.cpp:{})", line_of(CPP_PROGRAM, "call")));
 }
+
+#[test]
+fn suppressions_match_symbolized_functions_and_files() {
+    let c = CFixture::new(&[]);
+    let snapshot = c.snapshot("supp.hsnap", &c.exe, build_id(&c.exe), 0x5555_5555_4000);
+    let check = |rules: &str| {
+        let file = c.dir.join("rules.supp");
+        std::fs::write(&file, rules).unwrap();
+        let args = ["--quiet", "--no-cache", "check", snapshot.to_str().unwrap(), "--max-leaked", "0"];
+        let out = common::heapsnap(&[&args[..], &["--suppressions", file.to_str().unwrap()]].concat());
+        out.status.code()
+    };
+    assert_eq!(check("leak:type:nothing\n"), Some(1), "two leaks over a budget of 0");
+    // The inlined make_buffer is a logical frame of its own; main's file is prog.c.
+    assert_eq!(check("leak:function:make_buffer\nleak:function:main\n"), Some(0));
+    assert_eq!(check("leak:function:make_buffer\n"), Some(1));
+    assert_eq!(check("leak:file:prog.c\n"), Some(0));
+}
+
+#[test]
+fn frames_a_producer_named_are_never_plumbing() {
+    // A Python or V8 snapshot names its frames itself (form 2): a function called `getline` there
+    // is the program's, and stays the site.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("named.hsnap");
+    let mut buf = vec![0u8; 4096];
+    let mut w = Writer::new(Vec::new(), &mut buf).unwrap();
+    let (getline, file, main) =
+        (w.string(b"getline").unwrap(), w.string(b"linecache.py").unwrap(), w.string(b"main").unwrap());
+    let type_id = w.type_(main).unwrap();
+    let outer = w.frame_symbol(main, file, 3, 0).unwrap();
+    let inner = w.frame_symbol(getline, file, 30, 0).unwrap();
+    let stack = w.stack(0, outer).unwrap();
+    let stack = w.stack(stack, inner).unwrap();
+    w.node(&Node { identity: 1, address: 0x10, size: 8, type_id, stack, flags: 0 }).unwrap();
+    std::fs::write(&path, w.finish().unwrap()).unwrap();
+    let (json, stderr) = leaks(&path, &[]);
+    assert_eq!(
+        groups(&json),
+        [(
+            "getline (linecache.py:30)".to_string(),
+            vec!["getline (linecache.py:30)".to_string(), "main (linecache.py:3)".to_string()]
+        )]
+    );
+    assert!(stderr.is_empty(), "{stderr}");
+}

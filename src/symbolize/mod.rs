@@ -122,7 +122,9 @@ impl State {
                     line,
                     column,
                 };
-                Arc::new([logical(&location, None)])
+                // Named by its producer (Python, V8, a synthetic heap): not ours to call plumbing,
+                // as a Python function may well be called `getline`.
+                Arc::new([LogicalFrame { plumbing: false, ..logical(&location, None) }])
             }
             Some(Frame::InModule { module, offset }) => self.in_module(search, snap, module, offset).into(),
             Some(Frame::Absolute(address)) => Arc::new([unresolved(format!("{address:#x}"), String::new(), false)]),
@@ -137,7 +139,7 @@ impl State {
             return vec![unresolved(format!("??+{offset:#x}"), String::new(), false)];
         };
         let path = snap.string(m.path);
-        let path_text = lossy(path);
+        let path_text = if path.is_empty() { "(unnamed module)".to_string() } else { lossy(path) };
         let base = path_text.rsplit('/').next().unwrap_or_default().to_string();
         let recorder = plumbing::is_recorder(&path_text);
         let binary = self.binaries.entry(module).or_insert_with(|| {

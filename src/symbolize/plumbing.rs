@@ -17,7 +17,9 @@
 //!    `Vec`, `String`, `Rc`, the global allocator's `alloc::alloc`), or `__rust_`, `__rdl_`, `__rg_`
 //!    (Rust's allocator shims).
 //!
-//! Frames without a function name are not plumbing unless they are in the recorder.
+//! Frames without a function name are not plumbing unless they are in the recorder. Only frames
+//! recorded as return addresses and symbolized here are judged: a frame its producer wrote already
+//! named (`FRMS` form 2: Python, V8) is never plumbing, since a Python function may be `getline`.
 
 /// The C allocation functions, without leading underscores or `libc_`.
 const C_ALLOCATORS: &[&str] = &[
