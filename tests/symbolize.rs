@@ -505,3 +505,33 @@ fn frames_a_producer_named_are_never_plumbing() {
     );
     assert!(stderr.is_empty(), "{stderr}");
 }
+
+#[inline(never)]
+fn rust_marker_function() -> u64 {
+    std::hint::black_box(42)
+}
+
+#[test]
+fn rust_names_are_demangled() {
+    // This test's own executable (a PIE with line tables in release builds): a return address one
+    // byte into a function of it.
+    let exe = std::fs::canonicalize(std::env::current_exe().unwrap()).unwrap();
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    let base = maps
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 6 && Path::new(f[5]) == exe && u64::from_str_radix(f[2], 16) == Ok(0))
+        .map(|f| u64::from_str_radix(f[0].split('-').next().unwrap(), 16).unwrap())
+        .expect("the executable's first mapping");
+    let address = rust_marker_function as usize as u64 + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("rust.hsnap");
+    let module = Module { path: exe.clone(), build_id: build_id(&exe), load_bias: base };
+    write_snapshot(&snapshot, 1, &[module], &[vec![(Some(0), address - base)]]);
+    let (json, stderr) = leaks(&snapshot, &[]);
+    let (site, stack) = &groups(&json)[0];
+    // Inlined standard-library frames (`black_box<u64>` in core's hint.rs), if the address is in
+    // one, come first in the stack and are plumbing.
+    assert!(site.starts_with("symbolize::rust_marker_function (tests/symbolize.rs:"), "{site} {stack:?} {stderr}");
+    assert_eq!(stack.last(), Some(site));
+}

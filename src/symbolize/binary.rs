@@ -235,8 +235,17 @@ impl Binary {
         let mut frames = self.dwarf_frames(probe);
         let symbol = self.symbol(probe);
         match frames.last_mut() {
-            Some(outer) if outer.function.is_none() => outer.function = symbol.map(|s| demangle(&s.name, None)),
-            Some(_) => {}
+            Some(outer) => {
+                // The physical function: DWARF without linkage names (Rust's line-tables-only
+                // builds) names it without its path, `load` for `heapsnap::graph::Graph::load`,
+                // which the symbol table has.
+                let qualified = symbol.map(|s| demangle(&s.name, None));
+                match (&outer.function, qualified) {
+                    (None, qualified) => outer.function = qualified,
+                    (Some(short), Some(full)) if full.ends_with(&format!("::{short}")) => outer.function = Some(full),
+                    _ => {}
+                }
+            }
             None => frames.extend(symbol.map(|s| Location {
                 function: Some(demangle(&s.name, None)),
                 offset: Some(address - s.address),

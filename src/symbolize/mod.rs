@@ -192,6 +192,7 @@ fn logical(l: &Location, module: Option<(&str, &str)>) -> LogicalFrame {
         (None, _, Some((base, path))) => (format!("{shown} ({base})"), path.to_string()),
         (None, _, None) => (shown, String::new()),
     };
-    let plumbing = l.function.as_deref().is_some_and(plumbing::is_plumbing_function);
+    let plumbing = l.function.as_deref().is_some_and(plumbing::is_plumbing_function)
+        || l.file.as_deref().is_some_and(plumbing::is_library_file);
     LogicalFrame { name, function, file, plumbing }
 }

@@ -17,6 +17,10 @@
 //!    `Vec`, `String`, `Rc`, the global allocator's `alloc::alloc`), or `__rust_`, `__rdl_`, `__rg_`
 //!    (Rust's allocator shims).
 //!
+//! 4. its source file is in a standard library's sources: under `/rustc/HASH/library/` (Rust's
+//!    `core`, `alloc` and `std`, whose inlined frames DWARF names without their path, such as
+//!    `black_box<u64>`) or in an `include/c++/` directory (libstdc++'s and libc++'s headers).
+//!
 //! Frames without a function name are not plumbing unless they are in the recorder. Only frames
 //! recorded as return addresses and symbolized here are judged: a frame its producer wrote already
 //! named (`FRMS` form 2: Python, V8) is never plumbing, since a Python function may be `getline`.
@@ -54,6 +58,12 @@ pub const RECORDER: &str = crate::record::LIBRARY;
 /// Whether a module path is the recorder's.
 pub fn is_recorder(module_path: &str) -> bool {
     module_path.rsplit('/').next() == Some(RECORDER)
+}
+
+/// Whether a source file is in a standard library's sources.
+pub fn is_library_file(file: &str) -> bool {
+    let rust = file.starts_with("/rustc/") && file.contains("/library/");
+    rust || file.contains("/include/c++/")
 }
 
 /// Whether a function (demangled, with or without its parameter list) is allocator plumbing.
@@ -133,6 +143,14 @@ mod tests {
         ] {
             assert!(!is_plumbing_function(f), "{f}");
         }
+    }
+
+    #[test]
+    fn standard_library_sources_are_known_by_their_paths() {
+        assert!(is_library_file("/rustc/59807616e1fa2540724bfbac14d7976d7e4a3860/library/core/src/hint.rs"));
+        assert!(is_library_file("/usr/include/c++/12/bits/stl_vector.h"));
+        assert!(!is_library_file("src/main.rs"));
+        assert!(!is_library_file("/home/me/rustc/library.rs"));
     }
 
     #[test]
