@@ -523,7 +523,7 @@ fn rust_names_are_demangled() {
         .find(|f| f.len() == 6 && Path::new(f[5]) == exe && u64::from_str_radix(f[2], 16) == Ok(0))
         .map(|f| u64::from_str_radix(f[0].split('-').next().unwrap(), 16).unwrap())
         .expect("the executable's first mapping");
-    let address = rust_marker_function as usize as u64 + 1;
+    let address = rust_marker_function as fn() -> u64 as usize as u64 + 1;
     let dir = tempfile::tempdir().unwrap();
     let snapshot = dir.path().join("rust.hsnap");
     let module = Module { path: exe.clone(), build_id: build_id(&exe), load_bias: base };
