@@ -355,6 +355,11 @@ fn a_missing_binary_falls_back_and_is_found_again_in_a_debug_dir() {
     let sites: Vec<String> = groups(&json).into_iter().map(|(site, _)| site).collect();
     assert!(sites.contains(&format!("prog+{:#x}", c.after_strdup)), "{sites:?}");
 
+    // A snapshot is untrusted: a device or a FIFO as a module path is not read.
+    let device = c.snapshot("device.hsnap", Path::new("/dev/zero"), build_id(&c.exe), 0x5555_5555_4000);
+    let (_, stderr) = leaks(&device, &[]);
+    assert!(stderr.contains("/dev/zero: not a regular file"), "{stderr}");
+
     // The same file name with the same build id in a --debug-dir is the binary.
     let (json, stderr) = leaks(&snapshot, &["--debug-dir", c.dir.to_str().unwrap()]);
     assert!(!stderr.contains(moved.to_str().unwrap()), "{stderr}");

@@ -97,6 +97,11 @@ struct Mapped {
 
 impl Mapped {
     fn open(path: &Path) -> Result<Mapped, String> {
+        // The path comes from the snapshot: a FIFO or a device there must not block or flood us.
+        let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !metadata.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
         let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
         // SAFETY: the map is read-only and private; a binary rewritten while we read it can fault
         // (SIGBUS), which every tool that maps binaries (gdb, addr2line) accepts.
