@@ -93,7 +93,7 @@ impl<'a> Heap<'a> {
     /// One frame as people read it (its innermost logical frame): `function (file:line)`,
     /// `function+0x1a (libc.so.6)` from a symbol table, `module+0xoffset` or `0xaddress`.
     pub fn frame_name(&self, frame: u32) -> String {
-        self.logical_frames(frame).first().map_or_else(|| "??".to_string(), |f| f.name.clone())
+        self.logical_frames(frame).first().map_or_else(|| "??".to_string(), |f| f.name.to_string())
     }
 
     /// An allocation site: the innermost logical frame of a stack that is not allocator plumbing
@@ -106,7 +106,7 @@ impl<'a> Heap<'a> {
 
     /// Every logical frame of a stack, innermost first.
     pub fn stack_names(&self, stack: u32) -> Vec<String> {
-        self.symbols.stack(&self.snap, stack).into_iter().map(|f| f.name).collect()
+        self.symbols.stack(&self.snap, stack).into_iter().map(|f| f.name.to_string()).collect()
     }
 
     pub fn label_name(&self, label: Label) -> Option<String> {

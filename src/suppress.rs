@@ -91,7 +91,7 @@ impl Suppressions {
             .snap
             .stack_frames(heap.graph.stack[leader as usize])
             .flat_map(|f| {
-                heap.logical_frames(f).iter().map(|l| (l.function.clone(), l.file.clone())).collect::<Vec<_>>()
+                heap.logical_frames(f).iter().map(|l| (l.function.to_string(), l.file.to_string())).collect::<Vec<_>>()
             })
             .collect();
         self.rules.iter().position(|rule| {

@@ -9,7 +9,7 @@
 pub mod binary;
 pub mod plumbing;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -25,12 +25,12 @@ pub use binary::{Location, SearchPath};
 pub struct LogicalFrame {
     /// As reports print it: `function (file:line)`, `function+0x1a (libc.so.6)`,
     /// `module+0xoffset` or `0xaddress`.
-    pub name: String,
+    pub name: Arc<str>,
     /// The function, demangled; for an unresolved frame, `name`.
-    pub function: String,
+    pub function: Arc<str>,
     /// The source file; for an unresolved frame or one named from the symbol table only, the
     /// module's path; empty when unknown.
-    pub file: String,
+    pub file: Arc<str>,
     /// Allocator plumbing (see [`plumbing`]): skipped when choosing a site.
     pub plumbing: bool,
 }
@@ -48,6 +48,8 @@ struct State {
     binaries: HashMap<u32, Option<Binary>>,
     frames: HashMap<u32, Arc<[LogicalFrame]>>,
     sites: HashMap<u32, Arc<str>>,
+    /// Names, functions and files, each stored once: many frames share a function and a file.
+    strings: HashSet<Arc<str>>,
     /// What could not be used, once per module.
     notes: Vec<String>,
 }
@@ -86,7 +88,7 @@ impl Symbolizer {
                 }
             }
         }
-        let site: Arc<str> = site.or(innermost).unwrap_or_else(|| "(no stack)".to_string()).into();
+        let site = site.or(innermost).unwrap_or_else(|| Arc::from("(no stack)"));
         state.sites.insert(stack, site.clone());
         site.to_string()
     }
@@ -124,11 +126,11 @@ impl State {
                 };
                 // Named by its producer (Python, V8, a synthetic heap): not ours to call plumbing,
                 // as a Python function may well be called `getline`.
-                Arc::new([LogicalFrame { plumbing: false, ..logical(&location, None) }])
+                Arc::new([LogicalFrame { plumbing: false, ..self.logical(&location, None) }])
             }
             Some(Frame::InModule { module, offset }) => self.in_module(search, snap, module, offset).into(),
-            Some(Frame::Absolute(address)) => Arc::new([unresolved(format!("{address:#x}"), String::new(), false)]),
-            None => Arc::new([unresolved("??".to_string(), String::new(), false)]),
+            Some(Frame::Absolute(address)) => Arc::new([self.unresolved(format!("{address:#x}"), "", false)]),
+            None => Arc::new([self.unresolved("??".to_string(), "", false)]),
         };
         self.frames.insert(frame, frames.clone());
         frames
@@ -136,7 +138,7 @@ impl State {
 
     fn in_module(&mut self, search: &SearchPath, snap: &Snapshot<'_>, module: u32, offset: u64) -> Vec<LogicalFrame> {
         let Some(m) = snap.modules().get(module as usize) else {
-            return vec![unresolved(format!("??+{offset:#x}"), String::new(), false)];
+            return vec![self.unresolved(format!("??+{offset:#x}"), "", false)];
         };
         let path = snap.string(m.path);
         let path_text = if path.is_empty() { "(unnamed module)".to_string() } else { lossy(path) };
@@ -158,41 +160,52 @@ impl State {
         });
         let located = binary.as_ref().map(|b| b.locate(m.load_bias, offset)).unwrap_or_default();
         if located.is_empty() {
-            return vec![unresolved(format!("{base}+{offset:#x}"), path_text, recorder)];
+            return vec![self.unresolved(format!("{base}+{offset:#x}"), &path_text, recorder)];
         }
         located
             .iter()
             .map(|l| {
-                let mut frame = logical(l, Some((&base, &path_text)));
+                let mut frame = self.logical(l, Some((&base, &path_text)));
                 frame.plumbing |= recorder;
                 frame
             })
             .collect()
     }
+
+    fn intern(&mut self, text: &str) -> Arc<str> {
+        if let Some(s) = self.strings.get(text) {
+            return s.clone();
+        }
+        let s: Arc<str> = Arc::from(text);
+        self.strings.insert(s.clone());
+        s
+    }
+
+    fn unresolved(&mut self, name: String, file: &str, plumbing: bool) -> LogicalFrame {
+        let name = self.intern(&name);
+        LogicalFrame { function: name.clone(), name, file: self.intern(file), plumbing }
+    }
+
+    /// A location as a logical frame; `module` (file name, path) is named when there is no source
+    /// file.
+    fn logical(&mut self, l: &Location, module: Option<(&str, &str)>) -> LogicalFrame {
+        let function = l.function.as_deref().unwrap_or("??");
+        let shown = match l.offset {
+            Some(offset) => format!("{function}+{offset:#x}"),
+            None => function.to_string(),
+        };
+        let (name, file) = match (&l.file, l.line, module) {
+            (Some(file), 0, _) => (format!("{shown} ({file})"), file.as_str()),
+            (Some(file), line, _) => (format!("{shown} ({file}:{line})"), file.as_str()),
+            (None, _, Some((base, path))) => (format!("{shown} ({base})"), path),
+            (None, _, None) => (shown, ""),
+        };
+        let plumbing = l.function.as_deref().is_some_and(plumbing::is_plumbing_function)
+            || l.file.as_deref().is_some_and(plumbing::is_library_file);
+        LogicalFrame { name: self.intern(&name), function: self.intern(function), file: self.intern(file), plumbing }
+    }
 }
 
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn unresolved(name: String, file: String, plumbing: bool) -> LogicalFrame {
-    LogicalFrame { function: name.clone(), name, file, plumbing }
-}
-
-/// A location as a logical frame; `module` (file name, path) is named when there is no source file.
-fn logical(l: &Location, module: Option<(&str, &str)>) -> LogicalFrame {
-    let function = l.function.clone().unwrap_or_else(|| "??".to_string());
-    let shown = match l.offset {
-        Some(offset) => format!("{function}+{offset:#x}"),
-        None => function.clone(),
-    };
-    let (name, file) = match (&l.file, l.line, module) {
-        (Some(file), 0, _) => (format!("{shown} ({file})"), file.clone()),
-        (Some(file), line, _) => (format!("{shown} ({file}:{line})"), file.clone()),
-        (None, _, Some((base, path))) => (format!("{shown} ({base})"), path.to_string()),
-        (None, _, None) => (shown, String::new()),
-    };
-    let plumbing = l.function.as_deref().is_some_and(plumbing::is_plumbing_function)
-        || l.file.as_deref().is_some_and(plumbing::is_library_file);
-    LogicalFrame { name, function, file, plumbing }
 }
