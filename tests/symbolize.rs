@@ -318,6 +318,14 @@ fn frames_are_named_by_function_file_and_line_with_inlined_calls_expanded() {
     // libc's strdup, from its DWARF if its debug file is installed, else from its symbol table
     // (`strdup+0x10 (libc.so.6)`): plumbing either way, so not the site.
     assert!(stack[1].contains("strdup"), "{stack:?}");
+    let libc_id = heapsnap::symbolize::binary::hex(&build_id(&c.libc));
+    let system_debug = format!("/usr/lib/debug/.build-id/{}/{}.debug", &libc_id[..2], &libc_id[2..]);
+    if Path::new(&system_debug).is_file() {
+        // libc6-dbg is installed: its DWARF, found by build id, gives the file and line.
+        assert!(stack[1].contains("strdup.c:"), "{stack:?}");
+    } else {
+        assert!(stack[1].starts_with("strdup+0x10 (libc.so"), "{stack:?}");
+    }
     assert_eq!(stack[2], main_site);
     assert_eq!(stack[3], "0x1000");
 }
@@ -539,4 +547,32 @@ fn rust_names_are_demangled() {
     // one, come first in the stack and are plumbing.
     assert!(site.starts_with("symbolize::rust_marker_function (tests/symbolize.rs:"), "{site} {stack:?} {stderr}");
     assert_eq!(stack.last(), Some(site));
+}
+
+#[test]
+fn without_dwarf_the_symbol_table_names_the_function() {
+    // libc's own file has no DWARF; with no debug directories to search, its dynamic symbol table
+    // is all there is.
+    use heapsnap::symbolize::binary::{self, Location, SearchPath};
+    let libc = libc_path();
+    let libc_binary = binary::open(&libc, &build_id(&libc), &SearchPath::default()).unwrap();
+    let strdup = symbol_address(&libc, "strdup");
+    let expected = Location { function: Some("strdup".into()), offset: Some(0x10), file: None, line: 0, column: 0 };
+    assert_eq!(libc_binary.locate(0x7f00_0000_0000, strdup + 0x10), [expected]);
+    // The test program without DWARF is named from its .symtab (`main+0x…`); without a symbol
+    // table either, nothing names it and reports fall back to `prog+0x…`.
+    let stripped = c.dir.join("prog.nodebug");
+    let out = Command::new("objcopy").arg("--strip-debug").arg(&c.exe).arg(&stripped).output().unwrap();
+    assert!(out.status.success());
+    let b = binary::open(&stripped, &build_id(&c.exe), &SearchPath::default()).unwrap();
+    let main = symbol_address(&c.exe, "main");
+    let located = b.locate(0x5555_5555_4000, c.after_strdup);
+    assert_eq!(located.len(), 1);
+    assert_eq!(located[0].function.as_deref(), Some("main"));
+    assert_eq!(located[0].offset, Some(c.after_strdup - main));
+    let bare = c.dir.join("prog.stripped");
+    let out = Command::new("objcopy").arg("--strip-all").arg(&c.exe).arg(&bare).output().unwrap();
+    assert!(out.status.success());
+    let b = binary::open(&bare, &build_id(&c.exe), &SearchPath::default()).unwrap();
+    assert_eq!(b.locate(0x5555_5555_4000, c.after_strdup), []);
 }
