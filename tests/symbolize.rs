@@ -561,6 +561,7 @@ fn without_dwarf_the_symbol_table_names_the_function() {
     assert_eq!(libc_binary.locate(0x7f00_0000_0000, strdup + 0x10), [expected]);
     // The test program without DWARF is named from its .symtab (`main+0x…`); without a symbol
     // table either, nothing names it and reports fall back to `prog+0x…`.
+    let c = CFixture::new(&[]);
     let stripped = c.dir.join("prog.nodebug");
     let out = Command::new("objcopy").arg("--strip-debug").arg(&c.exe).arg(&stripped).output().unwrap();
     assert!(out.status.success());
