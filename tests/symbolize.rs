@@ -340,7 +340,7 @@ fn a_binary_of_another_build_is_refused_once_and_frames_fall_back_to_module_offs
     let refusals: Vec<&str> = stderr.lines().filter(|l| l.contains(c.exe.to_str().unwrap())).collect();
     assert_eq!(refusals.len(), 1, "one message for the module, not one per frame:\n{stderr}");
     let expected_ids = format!(
-        "build id {} on disk, {} in the snapshot: a different build, not used",
+        "the file there has build id {}, the snapshot {}: another build, not used",
         heapsnap::symbolize::binary::hex(&build_id(&c.exe)),
         heapsnap::symbolize::binary::hex(&wrong)
     );
@@ -366,7 +366,7 @@ fn a_missing_binary_falls_back_and_is_found_again_in_a_debug_dir() {
     // A snapshot is untrusted: a device or a FIFO as a module path is not read.
     let device = c.snapshot("device.hsnap", Path::new("/dev/zero"), build_id(&c.exe), 0x5555_5555_4000);
     let (_, stderr) = leaks(&device, &[]);
-    assert!(stderr.contains("/dev/zero: not a regular file"), "{stderr}");
+    assert!(stderr.contains("cannot symbolize /dev/zero: not a regular file"), "{stderr}");
 
     // The same file name with the same build id in a --debug-dir is the binary.
     let (json, stderr) = leaks(&snapshot, &["--debug-dir", c.dir.to_str().unwrap()]);

@@ -98,15 +98,15 @@ struct Mapped {
 impl Mapped {
     fn open(path: &Path) -> Result<Mapped, String> {
         // The path comes from the snapshot: a FIFO or a device there must not block or flood us.
-        let metadata = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let metadata = std::fs::metadata(path).map_err(|e| e.to_string())?;
         if !metadata.is_file() {
-            return Err(format!("{}: not a regular file", path.display()));
+            return Err("not a regular file".to_string());
         }
-        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let file = File::open(path).map_err(|e| e.to_string())?;
         // SAFETY: the map is read-only and private; a binary rewritten while we read it can fault
         // (SIGBUS), which every tool that maps binaries (gdb, addr2line) accepts.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| format!("{}: {e}", path.display()))?;
-        object::File::parse(&*map).map_err(|e| format!("{}: not an object file we can read ({e})", path.display()))?;
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| e.to_string())?;
+        object::File::parse(&*map).map_err(|e| format!("not an object file we can read ({e})"))?;
         Ok(Mapped { map })
     }
 
@@ -157,8 +157,7 @@ fn find_binary(path: &Path, build_id: &[u8], search: &SearchPath) -> (Option<Map
         Ok(file) => match file.build_id() {
             found if build_id.is_empty() || found == build_id => return (Some(file), String::new()),
             found => format!(
-                "{}: build id {} on disk, {} in the snapshot: a different build, not used",
-                path.display(),
+                "the file there has build id {}, the snapshot {}: another build, not used",
                 if found.is_empty() { "(none)".to_string() } else { hex(&found) },
                 hex(build_id)
             ),
@@ -175,7 +174,7 @@ fn find_binary(path: &Path, build_id: &[u8], search: &SearchPath) -> (Option<Map
         }
     }
     if !build_id.is_empty() {
-        refusal += &format!("; no debug file for build id {} either", hex(build_id));
+        refusal += &format!(", and no debug file has its build id {}", hex(build_id));
     }
     (None, refusal)
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use hsnap::{Frame, Snapshot};
 
-use binary::{Binary, hex};
+use binary::Binary;
 pub use binary::{Location, SearchPath};
 
 /// One logical frame of a stack, as reports and suppressions see it.
@@ -149,11 +149,8 @@ impl State {
             match binary::open(file, m.build_id, search) {
                 Ok(binary) => Some(binary),
                 Err(why) => {
-                    let id =
-                        if m.build_id.is_empty() { String::new() } else { format!(" (build id {})", hex(m.build_id)) };
-                    self.notes.push(format!(
-                        "cannot symbolize {path_text}{id}: {why}; its frames are shown as {base}+0xOFFSET"
-                    ));
+                    self.notes
+                        .push(format!("cannot symbolize {path_text}: {why}; its frames are shown as {base}+0xOFFSET"));
                     None
                 }
             }
