@@ -18,6 +18,7 @@ pub mod progress;
 pub mod record;
 pub mod report;
 pub mod suppress;
+pub mod symbolize;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -31,6 +31,11 @@ struct Cli {
     /// Neither read nor write the analysis cache (SNAP.hscache) of large snapshots.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Also look here for the binaries of recorded modules (by file name, build id checked) and for
+    /// separate debug files (DIR/.build-id/xx/rest.debug); repeatable. HEAPSNAP_DEBUG_PATH adds more
+    /// (separated by `:`), /usr/lib/debug comes last.
+    #[arg(long, global = true, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -222,9 +227,18 @@ fn main() -> ExitCode {
 fn with_analysis<T>(cli: &Cli, path: &Path, f: impl FnOnce(&Heap<'_>, &Analysis) -> Result<T>) -> Result<T> {
     let progress = Progress::stderr(cli.quiet);
     let opened = heapsnap::import::open_any(path, &progress)?;
-    let heap = opened.load(&progress)?;
+    let heap = opened.load(&progress)?.with_debug_dirs(&cli.debug_dir);
     let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
-    f(&heap, &analysis)
+    let result = f(&heap, &analysis);
+    print_notes(&heap);
+    result
+}
+
+/// Says on stderr which modules could not be symbolized and why (once each).
+fn print_notes(heap: &Heap<'_>) {
+    for note in heap.symbols().notes() {
+        eprintln!("heapsnap: note: {note}");
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -265,7 +279,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff { snapshots, by, format, limit } => {
             let progress = Progress::stderr(cli.quiet);
             let files = snapshots.iter().map(|p| open_any(p, &progress)).collect::<Result<Vec<_>>>()?;
-            let heaps = files.iter().map(|f| f.load(&progress)).collect::<Result<Vec<_>>>()?;
+            let heaps = files
+                .iter()
+                .map(|f| f.load(&progress).map(|h| h.with_debug_dirs(&cli.debug_dir)))
+                .collect::<Result<Vec<_>>>()?;
             let last = heaps.last().expect("clap requires two or three");
             let analysis = cache::analyze(last, &progress, !cli.no_cache, cache::MIN_NODES);
             let new = Side { heap: last, analysis: &analysis };
@@ -277,6 +294,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 DiffReport::build(base, new, *by, *limit).render(*format)
             };
             print(&text)?;
+            heaps.iter().for_each(print_notes);
             Ok(ok)
         }
         Command::Check { snapshot, baseline, max_leaked, max_growth, suppressions, report, format, limit } => {
@@ -296,8 +314,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let progress = Progress::stderr(cli.quiet);
             let file = open_any(snapshot, &progress)?;
             let base_file = baseline.as_deref().map(|p| open_any(p, &progress)).transpose()?;
-            let heap = file.load(&progress)?;
-            let base_heap = base_file.as_ref().map(|f| f.load(&progress)).transpose()?;
+            let heap = file.load(&progress)?.with_debug_dirs(&cli.debug_dir);
+            let base_heap =
+                base_file.as_ref().map(|f| f.load(&progress).map(|h| h.with_debug_dirs(&cli.debug_dir))).transpose()?;
             let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
             let base_analysis =
                 base_heap.as_ref().map(|h| cache::analyze(h, &progress, !cli.no_cache, cache::MIN_NODES));
@@ -309,6 +328,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 file.write_all((result.markdown() + "\n").as_bytes()).map_err(Error::io(path))?;
             }
             print(&result.render(*format))?;
+            print_notes(&heap);
+            base_heap.iter().for_each(print_notes);
             Ok(if result.pass { ok } else { ExitCode::from(1) })
         }
         Command::Synth { output, nodes, edges_per_node, seed, far_edges, truth } => {

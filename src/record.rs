@@ -101,7 +101,11 @@ pub fn leak_summary(snapshot: &Path, progress: &crate::progress::Progress, use_c
     let heap = file.load(progress)?;
     let analysis = crate::cache::analyze(&heap, progress, use_cache, crate::cache::MIN_NODES);
     let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 20, members: false });
-    Ok(report.render(crate::report::Format::Text))
+    let mut text = report.render(crate::report::Format::Text);
+    for note in heap.symbols().notes() {
+        text += &format!("heapsnap: note: {note}\n");
+    }
+    Ok(text)
 }
 
 fn replace_pid(pattern: &OsStr, pid: u32) -> OsString {
