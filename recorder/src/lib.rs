@@ -16,10 +16,15 @@
 //! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork`,
 //! signals that allocate while a hook holds the lock, and allocation stacks are not handled yet.
 
+mod alloc;
 mod guard;
+mod modules;
 mod pool;
 mod snapshot;
+mod stacks;
 mod table;
+mod trie;
+mod unwind;
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -83,7 +88,12 @@ static STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
 
 /// Resolves the real allocator once. Must be called with the guard held, so that the allocations
 /// `dlsym` makes take the unrecorded path (the static pool). Returns whether it is resolved.
+#[inline]
 fn resolve() -> bool {
+    // The common case, without the locked compare-exchange below.
+    if STATE.load(Ordering::Acquire) == READY {
+        return true;
+    }
     match STATE.compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {}
         Err(READY) => return true,
@@ -134,7 +144,8 @@ fn record(p: *mut c_void, size: usize) {
         return;
     }
     let usable = usable_size(p);
-    TABLE.lock().insert(p as usize, size, usable);
+    let stack = stacks::current();
+    TABLE.lock().insert(p as usize, size, usable, stack);
 }
 
 // Unrecorded paths, taken while the guard is held: the real allocator once known, else the pool.
@@ -264,6 +275,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     let Some(f) = real!(realloc, ReallocFn) else { return ptr::null_mut() };
+    let stack = stacks::current();
     // The lock is held across the real call so that no other thread can be handed the old
     // address while the table still lists it.
     let mut table = TABLE.lock();
@@ -276,7 +288,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         }
     } else {
         let usable = usable_size(q);
-        table.insert(q as usize, size, usable);
+        table.insert(q as usize, size, usable, stack);
     }
     q
 }

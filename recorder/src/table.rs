@@ -16,6 +16,8 @@ pub struct Entry {
     pub size: usize,
     /// What `malloc_usable_size` reports: the program may use the slack.
     pub usable: usize,
+    /// Allocation stack id in [`crate::trie`], 0 for none.
+    pub stack: u32,
 }
 
 pub struct Table {
@@ -125,7 +127,7 @@ impl Table {
     }
 
     /// Records a new block and gives it the next serial number.
-    pub fn insert(&mut self, addr: usize, size: usize, usable: usize) {
+    pub fn insert(&mut self, addr: usize, size: usize, usable: usize, stack: u32) {
         if addr == 0 {
             return;
         }
@@ -135,7 +137,7 @@ impl Table {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.place(Entry { addr, serial, size, usable });
+        self.place(Entry { addr, serial, size, usable, stack });
         self.len += 1;
     }
 
