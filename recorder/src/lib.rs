@@ -139,6 +139,7 @@ fn usable_size(p: *mut c_void) -> usize {
     }
 }
 
+#[inline(always)]
 fn record(p: *mut c_void, size: usize) {
     if p.is_null() {
         return;

@@ -50,7 +50,7 @@ pub fn depth() -> usize {
 
 /// The stack id of the current call into the allocator (0 when stacks are off or none could be
 /// taken). Called from a hook, with the re-entry guard held.
-#[inline(never)]
+#[inline(always)]
 pub fn current() -> u32 {
     let depth = depth();
     if depth == 0 {

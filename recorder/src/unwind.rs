@@ -103,7 +103,7 @@ mod imp {
         write_lock();
         // SAFETY: every slot is held: no capture uses the unwinder.
         let unwinder = unsafe { &mut *SHARED.0.get() }.get_or_insert_with(Unwind::new);
-        let own = stack_id as fn(usize) -> u32 as usize as u64;
+        let own = refresh as fn() as usize as u64;
         for m in modules::all() {
             let live = m.live.load(Ordering::Relaxed);
             let installed = m.installed.load(Ordering::Relaxed);
@@ -171,7 +171,7 @@ mod imp {
     /// The trie id of the caller's stack, innermost frame first up to `depth` frames, skipping
     /// the recorder's own frames, so that the innermost frame is where the program called the
     /// allocator. 0 when no frame could be found.
-    #[inline(never)]
+    #[inline(always)]
     pub fn stack_id(depth: usize) -> u32 {
         if OWN_END.load(Ordering::Relaxed) == 0 {
             refresh();
@@ -256,25 +256,19 @@ mod imp {
     }
 
     /// One walk, then the trie ids. `use_previous`: whether [`Previous`] may shorten it.
-    #[inline(never)]
+    /// Inlined into the hooks, so that the walk starts in the hook's own frame: one step to the
+    /// program's frame instead of one per function of the recorder.
+    #[inline(always)]
     fn walk(depth: usize, use_previous: bool) -> Walked {
         let (ip, sp, bp) = registers();
         let top = stack_top(sp);
-        let read = |addr: u64| -> Result<u64, ()> {
-            if addr >= sp && addr & 7 == 0 && addr.checked_add(8).is_some_and(|end| end <= top) {
-                // SAFETY: an aligned word of this thread's stack, above the stack pointer.
-                Ok(unsafe { core::ptr::read_volatile(addr as *const u64) })
-            } else {
-                Err(())
-            }
-        };
         // Not zeroed: only the first `n` are read. (Zeroing 5 KiB per allocation was measurable.)
         let mut slots = [const { MaybeUninit::<u64>::uninit() }; 256];
         let mut addrs = [const { MaybeUninit::<u64>::uninit() }; 256];
         let depth = depth.min(addrs.len());
         let prev = previous();
         let prev_len = if use_previous { prev.len as usize } else { 0 };
-        let (n, end, reused) = unwind(ip, sp, bp, &mut slots[..depth], &mut addrs[..depth], prev, prev_len, read);
+        let (n, end, reused) = unwind((ip, sp, bp), top, &mut slots[..depth], &mut addrs[..depth], prev, prev_len);
         // SAFETY: `unwind` wrote the first `n` of each.
         let (slots, addrs) = unsafe { (assume_init(&slots[..n]), assume_init(&addrs[..n])) };
 
@@ -318,6 +312,23 @@ mod imp {
         if stale { Walked::Stale(parent) } else { Walked::Done(parent) }
     }
 
+    /// The first of frames `from..len` of `prev` whose slot no longer holds its return address
+    /// (`len` when the stack's bounds exclude them), or `None` when all do. The slots are aligned
+    /// (they were read before) and increasing, so checking the first and the last against the
+    /// bounds covers all of them.
+    fn first_change(prev: &Previous, from: usize, len: usize, sp: u64, top: u64) -> Option<usize> {
+        if from >= len {
+            return None;
+        }
+        if prev.slots[from] < sp || prev.slots[len - 1] >= top.saturating_sub(7) {
+            return Some(len);
+        }
+        (from..len).find(|&j| {
+            // SAFETY: an aligned word between the stack pointer and the top of this thread's stack.
+            unsafe { core::ptr::read_volatile(prev.slots[j] as *const u64) != prev.addrs[j] }
+        })
+    }
+
     /// # Safety
     /// Every element of `part` is initialised.
     unsafe fn assume_init<T: Copy>(part: &[MaybeUninit<T>]) -> &[T] {
@@ -339,15 +350,21 @@ mod imp {
     /// first `prev_len`) whose callers are unchanged, and returns its index there.
     #[allow(clippy::too_many_arguments)]
     fn unwind(
-        ip: u64,
-        sp: u64,
-        bp: u64,
+        (ip, sp, bp): (u64, u64, u64),
+        top: u64,
         slots: &mut [MaybeUninit<u64>],
         addrs: &mut [MaybeUninit<u64>],
         prev: &Previous,
         prev_len: usize,
-        mut read: impl FnMut(u64) -> Result<u64, ()>,
     ) -> (usize, End, Option<usize>) {
+        let mut read = |addr: u64| -> Result<u64, ()> {
+            if addr >= sp && addr & 7 == 0 && addr.checked_add(8).is_some_and(|end| end <= top) {
+                // SAFETY: an aligned word of this thread's stack, above the stack pointer.
+                Ok(unsafe { core::ptr::read_volatile(addr as *const u64) })
+            } else {
+                Err(())
+            }
+        };
         let own = OWN_START.load(Ordering::Relaxed)..OWN_END.load(Ordering::Relaxed);
         let slot = take_slot();
         // SAFETY: a slot is held: no refresh changes the unwinder meanwhile.
@@ -364,6 +381,8 @@ mod imp {
             let mut skipping = true;
             // Index of the first frame of `prev` whose slot is not below the current one.
             let mut p = 0;
+            // Frames of `prev` below this index have changed callers.
+            let mut changed_below = 0;
             for _ in 0..MAX_STEPS {
                 if n == slots.len() {
                     end = End::Full;
@@ -388,14 +407,20 @@ mod imp {
                     p += 1;
                 }
                 if p < prev_len
+                    && p >= changed_below
                     && prev.slots[p] == at
                     && prev.addrs[p] == ra
                     && n + prev_len - p <= slots.len()
-                    && (p + 1..prev_len).all(|j| read(prev.slots[j]) == Ok(prev.addrs[j]))
                 {
-                    reused = Some(p);
-                    end = End::Full;
-                    break;
+                    match first_change(prev, p + 1, prev_len, sp, top) {
+                        None => {
+                            reused = Some(p);
+                            end = End::Full;
+                            break;
+                        }
+                        // Any frame below that one would fail the same check: skip to it.
+                        Some(j) => changed_below = j,
+                    }
                 }
                 slots[n].write(at);
                 addrs[n].write(ra);
