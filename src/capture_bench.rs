@@ -89,7 +89,12 @@ fn measure(program: &OsString, args: &[OsString], env: &[(&str, OsString)]) -> s
 }
 
 /// The tools, as (name, how to run the workload under it, environment, runs).
-fn tools(exe: &Path, recorder: &Path, dir: &Path, repeat: usize) -> Vec<(&'static str, Vec<OsString>, Vec<(&'static str, OsString)>, usize)> {
+fn tools(
+    exe: &Path,
+    recorder: &Path,
+    dir: &Path,
+    repeat: usize,
+) -> Vec<(&'static str, Vec<OsString>, Vec<(&'static str, OsString)>, usize)> {
     let exe = exe.as_os_str().to_owned();
     let snapshot = dir.join("bench.hsnap").into_os_string();
     let preload = vec![("LD_PRELOAD", recorder.as_os_str().to_owned()), ("HEAPSNAP_OUT", snapshot)];

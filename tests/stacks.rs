@@ -39,8 +39,13 @@ fn recorder() -> &'static Path {
 }
 
 fn compile(flags: &[&str], dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/record/stacks.c");
-    let exe = dir.join("stacks");
+    compile_named("stacks", "stacks", flags, dir)
+}
+
+/// Builds `tests/record/NAME.c` into `dir/OUTPUT` with `cc FLAGS`.
+fn compile_named(name: &str, output: &str, flags: &[&str], dir: &Path) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/record").join(format!("{name}.c"));
+    let exe = dir.join(output);
     let out = Command::new("cc").args(flags).arg("-o").arg(&exe).arg(&source).output().expect("cc runs");
     assert!(out.status.success(), "cc: {}", String::from_utf8_lossy(&out.stderr));
     exe
@@ -48,12 +53,17 @@ fn compile(flags: &[&str], dir: &Path) -> PathBuf {
 
 /// Runs the program under `heapsnap record` with extra environment; returns the snapshot's bytes.
 fn record(exe: &Path, dir: &Path, env: &[(&str, &str)]) -> Vec<u8> {
+    record_with_args(exe, &[], dir, env)
+}
+
+fn record_with_args(exe: &Path, args: &[&Path], dir: &Path, env: &[(&str, &str)]) -> Vec<u8> {
     let snapshot = dir.join("out.hsnap");
     let out = Command::new(HEAPSNAP)
         .args(["--quiet", "--no-cache", "record", "-o"])
         .arg(&snapshot)
         .arg("--")
         .arg(exe)
+        .args(args)
         .env("HEAPSNAP_RECORDER", recorder())
         .envs(env.iter().copied())
         .output()
@@ -103,7 +113,7 @@ fn stacks_by_size(snap: &Snapshot<'_>) -> HashMap<u64, Vec<u32>> {
     by_size
 }
 
-/// Names the program function that holds a frame ("?" outside the program).
+/// Names the function of `exe` (the program or a library) that holds a frame ("?" outside it).
 fn function_of(frame: &(String, u64), exe: &Path, syms: &HashMap<String, (u64, u64)>) -> String {
     let exe = std::fs::canonicalize(exe).expect("exe path");
     let module = std::fs::canonicalize(&frame.0).unwrap_or_else(|_| PathBuf::from(&frame.0));
@@ -229,4 +239,21 @@ fn module_map_names_the_program_with_its_build_id() {
     assert!(!program.ranges.is_empty() && program.load_bias > 0);
     // Every range of the program lies at or above its load bias.
     assert!(program.ranges.iter().all(|&(start, _)| start >= program.load_bias));
+}
+
+#[test]
+fn stacks_through_a_library_loaded_later_and_since_unloaded() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lib =
+        compile_named("dl_lib", "libdl_lib.so", &["-O2", "-g", "-fomit-frame-pointer", "-shared", "-fPIC"], dir.path());
+    let exe = compile_named("dl_main", "dl_main", &["-O2", "-g", "-fomit-frame-pointer"], dir.path());
+    let bytes = record_with_args(&exe, &[&lib], dir.path(), &[]);
+    let snap = Snapshot::parse(&bytes).expect("snapshot parses");
+    let by_size = stacks_by_size(&snap);
+    let frames = frames(&snap, by_size[&777][0]);
+    let (lib_syms, exe_syms) = (symbols(&lib), symbols(&exe));
+    assert_eq!(function_of(&frames[0], &lib, &lib_syms), "lib_inner", "{frames:?}");
+    assert_eq!(function_of(&frames[1], &lib, &lib_syms), "lib_leak", "{frames:?}");
+    assert_eq!(function_of(&frames[2], &exe, &exe_syms), "call_into", "{frames:?}");
+    assert_eq!(function_of(&frames[3], &exe, &exe_syms), "main", "{frames:?}");
 }

@@ -70,6 +70,13 @@ impl MmapAlloc {
     }
 }
 
+/// Frees every class lock (in the child of a fork; see `stacks::after_fork_in_child`).
+pub fn release_all() {
+    for class in &ALLOCATOR.classes {
+        class.unlock();
+    }
+}
+
 /// The size class of a layout, or `None` for a large (own mapping) one.
 fn class_of(layout: Layout) -> Option<usize> {
     let size = layout.size().max(layout.align()).max(1 << MIN_SHIFT);

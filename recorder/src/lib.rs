@@ -443,6 +443,7 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size
 extern "C" fn on_load() {
     if let Some(_guard) = Entered::enter() {
         resolve();
+        stacks::on_load();
     }
 }
 

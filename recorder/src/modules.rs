@@ -132,6 +132,56 @@ pub fn try_lock() -> Option<Refreshing> {
     REFRESHING.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok().then_some(Refreshing(()))
 }
 
+/// Frees the refresh lock (in the child of a fork).
+pub fn release_lock() {
+    REFRESHING.store(false, Ordering::Release);
+}
+
+/// Set by `dlclose`: the next capture refreshes the module list before it unwinds, so that the
+/// unwinder forgets an unloaded object before anything else is mapped at its addresses (it would
+/// otherwise read the unwind tables of the old object there).
+static DIRTY: AtomicBool = AtomicBool::new(false);
+
+pub fn mark_dirty() {
+    DIRTY.store(true, Ordering::Relaxed);
+}
+
+/// Whether a refresh is due (and clears the flag).
+#[inline(always)]
+pub fn take_dirty() -> bool {
+    DIRTY.load(Ordering::Relaxed) && DIRTY.swap(false, Ordering::Relaxed)
+}
+
+/// The real `dlclose`, 0 until looked up.
+static REAL_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
+
+/// `dlclose`, interposed only to learn that an object may be gone. (`dlopen` is not interposed:
+/// glibc finds the caller's `RUNPATH` from its return address, which would then be ours; new
+/// objects are found when a stack meets an unknown address instead.)
+///
+/// # Safety
+/// The C `dlclose` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
+    let mut real = REAL_DLCLOSE.load(Ordering::Acquire);
+    if real == 0 {
+        // dlsym may allocate: with the guard held that takes the unrecorded path.
+        let _guard = crate::guard::Entered::enter();
+        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
+        real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) } as usize;
+        if real == 0 {
+            return -1;
+        }
+        REAL_DLCLOSE.store(real, Ordering::Release);
+    }
+    // SAFETY: the address dlsym returned for dlclose, which has this signature.
+    let real = unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> c_int>(real) };
+    // SAFETY: forwarding dlclose's own contract.
+    let result = unsafe { real(handle) };
+    mark_dirty();
+    result
+}
+
 /// Whether objects were loaded or unloaded since the last refresh: one cheap `dl_iterate_phdr`
 /// call that stops at the first object.
 pub fn changed() -> bool {
@@ -340,12 +390,23 @@ fn path(info: &libc::dl_phdr_info, m: &mut Module) {
     m.path_len = n.max(0) as u32;
 }
 
-/// The index of the module whose mapped ranges hold `addr`, searching live modules first.
-pub fn find(modules: &[Module], addr: u64) -> Option<usize> {
-    let pick = |live: bool| {
-        modules
-            .iter()
-            .position(|m| m.live.load(Ordering::Relaxed) == live && addr >= m.start && addr < m.end && m.contains(addr))
-    };
-    pick(true).or_else(|| pick(false))
+/// The module that answered the last [`is_known`] (an index into [`all`]).
+static LAST_KNOWN: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `addr` is in the code of a live module: two comparisons when it is in the same module
+/// as last time, a scan otherwise.
+#[inline]
+pub fn is_known(addr: u64) -> bool {
+    let known = all();
+    let in_code = |m: &Module| m.code.0 <= addr && addr < m.code.1 && m.live.load(Ordering::Relaxed);
+    if known.get(LAST_KNOWN.load(Ordering::Relaxed)).is_some_and(in_code) {
+        return true;
+    }
+    match known.iter().position(in_code) {
+        Some(i) => {
+            LAST_KNOWN.store(i, Ordering::Relaxed);
+            true
+        }
+        None => false,
+    }
 }

@@ -48,6 +48,24 @@ pub fn depth() -> usize {
     depth
 }
 
+/// Called once from the library's constructor, with the re-entry guard held (so that what
+/// `pthread_atfork` allocates takes the unrecorded path).
+pub fn on_load() {
+    // SAFETY: registers a child handler that only stores to atomics.
+    unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+}
+
+/// In a child of `fork`, only the forking thread exists: a lock of the stack machinery that
+/// another thread held at the fork would never be released, so every one is released here. Its
+/// data stays consistent enough: each structure publishes an update with one store (a trie node
+/// whose slot was not yet published is a duplicate at worst).
+extern "C" fn after_fork_in_child() {
+    crate::alloc::release_all();
+    crate::trie::release_lock();
+    unwind::release_all();
+    modules::release_lock();
+}
+
 /// The stack id of the current call into the allocator (0 when stacks are off or none could be
 /// taken). Called from a hook, with the re-entry guard held.
 #[inline(always)]
@@ -55,6 +73,9 @@ pub fn current() -> u32 {
     let depth = depth();
     if depth == 0 {
         return 0;
+    }
+    if modules::take_dirty() {
+        unwind::refresh_modules();
     }
     unwind::stack_id(depth)
 }

@@ -69,6 +69,11 @@ pub fn count() -> u32 {
     COUNT.load(Ordering::Acquire)
 }
 
+/// Frees the insert lock (in the child of a fork).
+pub fn release_lock() {
+    LOCK.store(false, Ordering::Release);
+}
+
 pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }

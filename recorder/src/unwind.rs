@@ -19,13 +19,19 @@
 //! pointer ends the walk instead of faulting.
 
 #[cfg(target_arch = "x86_64")]
-pub use imp::stack_id;
+pub use imp::{refresh as refresh_modules, release_all, stack_id};
 
 /// Without a `framehop` unwinder for this architecture, no stacks are recorded.
 #[cfg(not(target_arch = "x86_64"))]
 pub fn stack_id(_depth: usize) -> u32 {
     0
 }
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn refresh_modules() {}
+
+#[cfg(not(target_arch = "x86_64"))]
+pub fn release_all() {}
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
@@ -88,6 +94,11 @@ mod imp {
         }
     }
 
+    /// Frees every slot (in the child of a fork).
+    pub fn release_all() {
+        write_unlock();
+    }
+
     fn write_unlock() {
         for slot in &SLOTS {
             slot.busy.store(false, Ordering::Release);
@@ -97,8 +108,12 @@ mod imp {
     /// Re-reads the module list and gives the unwinder the new modules (and takes dead ones
     /// away). Never waits for the refresh lock, and calls `dl_iterate_phdr` before taking the
     /// unwinder's lock (see `modules.rs` on the loader's locks).
-    fn refresh() {
-        let Some(lock) = modules::try_lock() else { return };
+    pub fn refresh() {
+        let Some(lock) = modules::try_lock() else {
+            // Someone else is refreshing; if that was not for a dlclose, the next capture retries.
+            modules::mark_dirty();
+            return;
+        };
         modules::refresh(&lock);
         write_lock();
         // SAFETY: every slot is held: no capture uses the unwinder.
@@ -305,10 +320,12 @@ mod imp {
         } else {
             prev.len = 0;
         }
-        let stale = end == End::Failed && {
-            let known = modules::all();
-            n == 0 || addrs.iter().any(|&a| modules::find(known, a).is_none())
-        };
+        // A stack that failed or ended early (a frame-pointer walk through code of an object we do not
+        // know yet can end at a zero frame pointer), or whose allocation site is in no known
+        // object, may mean new objects (dlopen).
+        let stale = (end != End::Full || n == 0 || !modules::is_known(addrs[0]))
+            && addrs.iter().any(|&a| !modules::is_known(a))
+            && stale_worth_checking();
         if stale { Walked::Stale(parent) } else { Walked::Done(parent) }
     }
 
@@ -334,6 +351,14 @@ mod imp {
     unsafe fn assume_init<T: Copy>(part: &[MaybeUninit<T>]) -> &[T] {
         // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller vouches for the contents.
         unsafe { &*(part as *const [MaybeUninit<T>] as *const [T]) }
+    }
+
+    /// Stale-looking stacks seen: code that belongs to no object (a JIT's) looks stale every time,
+    /// so only the first and then every 64th asks the loader whether anything changed.
+    static STALE: AtomicU64 = AtomicU64::new(0);
+
+    fn stale_worth_checking() -> bool {
+        STALE.fetch_add(1, Ordering::Relaxed) % 64 == 0
     }
 
     #[derive(PartialEq, Eq, Clone, Copy)]
