@@ -88,25 +88,30 @@ fn measure(program: &OsString, args: &[OsString], env: &[(&str, OsString)]) -> s
     Ok((wall, usage.ru_maxrss as u64 * 1024))
 }
 
-/// The tools, as (name, how to run the workload under it, environment, runs).
-fn tools(
-    exe: &Path,
-    recorder: &Path,
-    dir: &Path,
-    repeat: usize,
-) -> Vec<(&'static str, Vec<OsString>, Vec<(&'static str, OsString)>, usize)> {
+/// One way of running the workload.
+struct Tool {
+    name: &'static str,
+    /// The program and its first arguments; the variant and the count follow.
+    command: Vec<OsString>,
+    env: Vec<(&'static str, OsString)>,
+    runs: usize,
+}
+
+/// The tools: native, the recorder with and without stacks, heaptrack, memcheck.
+fn tools(exe: &Path, recorder: &Path, dir: &Path, repeat: usize) -> Vec<Tool> {
     let exe = exe.as_os_str().to_owned();
     let snapshot = dir.join("bench.hsnap").into_os_string();
     let preload = vec![("LD_PRELOAD", recorder.as_os_str().to_owned()), ("HEAPSNAP_OUT", snapshot)];
     let mut no_stacks = preload.clone();
     no_stacks.push(("HEAPSNAP_STACKS", "0".into()));
     let heaptrack_out = dir.join("heaptrack.out").into_os_string();
+    let tool = |name, command, env, runs| Tool { name, command, env, runs };
     vec![
-        ("native", vec![exe.clone()], vec![], repeat),
-        ("heapsnap record", vec![exe.clone()], preload, repeat),
-        ("heapsnap record, no stacks", vec![exe.clone()], no_stacks, repeat),
-        ("heaptrack", vec!["heaptrack".into(), "-o".into(), heaptrack_out, exe.clone()], vec![], 1),
-        (
+        tool("native", vec![exe.clone()], vec![], repeat),
+        tool("heapsnap record", vec![exe.clone()], preload, repeat),
+        tool("heapsnap record, no stacks", vec![exe.clone()], no_stacks, repeat),
+        tool("heaptrack", vec!["heaptrack".into(), "-o".into(), heaptrack_out, exe.clone()], vec![], 1),
+        tool(
             "valgrind memcheck",
             vec!["valgrind".into(), "--tool=memcheck".into(), "--leak-check=full".into(), "-q".into(), exe],
             vec![],
@@ -127,7 +132,7 @@ pub fn run(options: &CaptureOptions, mut progress: impl FnMut(&str)) -> Result<V
     let exe = build_workload(dir.path())?;
     let mut results = Vec::new();
     for variant in VARIANTS {
-        for (tool, command, env, runs) in tools(&exe, &recorder, dir.path(), options.repeat.max(1)) {
+        for Tool { name: tool, command, env, runs } in tools(&exe, &recorder, dir.path(), options.repeat.max(1)) {
             progress(&format!("{variant}: {tool}"));
             let (program, rest) = command.split_first().expect("a program");
             let mut args = rest.to_vec();

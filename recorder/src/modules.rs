@@ -209,11 +209,8 @@ pub fn refresh(_lock: &Refreshing) -> bool {
     // COUNT (no reader looks there) or the flags of existing ones; `state` outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(each_object), (&mut state as *mut Walk).cast()) };
     LOADS.store(state.loads, Ordering::Relaxed);
-    let n = COUNT.load(Ordering::Acquire);
-    for i in 0..n {
-        // SAFETY: entry `i` is filled and never moves.
-        let m = unsafe { &*base.add(i) };
-        if m.live.load(Ordering::Relaxed) && SEEN[i].load(Ordering::Relaxed) != state.seen_generation {
+    for (m, seen) in all().iter().zip(&SEEN) {
+        if m.live.load(Ordering::Relaxed) && seen.load(Ordering::Relaxed) != state.seen_generation {
             m.live.store(false, Ordering::Relaxed);
             state.changed = true;
         }
@@ -250,15 +247,13 @@ unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, da
     if fresh.range_count == 0 {
         return 0;
     }
-    let n = COUNT.load(Ordering::Acquire);
-    for i in 0..n {
-        // SAFETY: entry `i` is filled and never moves.
-        let m = unsafe { &*walk.base.add(i) };
+    for (m, seen) in all().iter().zip(&SEEN) {
         if m.live.load(Ordering::Relaxed) && m.bias == fresh.bias && m.start == fresh.start && m.end == fresh.end {
-            SEEN[i].store(walk.seen_generation, Ordering::Relaxed);
+            seen.store(walk.seen_generation, Ordering::Relaxed);
             return 0;
         }
     }
+    let n = COUNT.load(Ordering::Acquire);
     if n == MAX_MODULES {
         return 0;
     }

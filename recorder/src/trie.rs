@@ -133,11 +133,20 @@ pub fn intern(parent: u32, addr: u64) -> u32 {
     id
 }
 
+/// Slots of a published table (0 for none).
+fn capacity(index: *mut Index) -> u64 {
+    if index.is_null() {
+        return 0;
+    }
+    // SAFETY: published tables are never unmapped, and their header never changes.
+    unsafe { (*index).mask + 1 }
+}
+
 /// The locked part of [`intern`].
 fn insert(parent: u32, addr: u64, h: u64) -> u32 {
     let mut index = INDEX.load(Ordering::Acquire);
     let n = COUNT.load(Ordering::Relaxed);
-    if index.is_null() || (n as u64 + 1) * 4 > (unsafe { (*index).mask } + 1) * 3 {
+    if (n as u64 + 1) * 4 > capacity(index) * 3 {
         match grow(index, n) {
             Some(bigger) => index = bigger,
             None if index.is_null() => {
@@ -145,7 +154,7 @@ fn insert(parent: u32, addr: u64, h: u64) -> u32 {
                 return 0;
             }
             // No memory for a bigger table: keep probing the full-ish one while it has room.
-            None if n as u64 >= unsafe { (*index).mask } => {
+            None if n as u64 + 1 >= capacity(index) => {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
                 return 0;
             }
@@ -188,7 +197,7 @@ fn insert(parent: u32, addr: u64, h: u64) -> u32 {
 /// Builds a table twice the size of `old` (or the first one) holding nodes `1..=n`, and
 /// publishes it. Under the lock.
 fn grow(old: *mut Index, n: u32) -> Option<*mut Index> {
-    let count = if old.is_null() { INITIAL_SLOTS } else { (unsafe { (*old).mask } + 1) * 2 };
+    let count = if old.is_null() { INITIAL_SLOTS } else { capacity(old) * 2 };
     let bytes = size_of::<Index>() + count as usize * size_of::<u64>();
     let fresh = map(bytes).cast::<Index>();
     if fresh.is_null() {
