@@ -13,8 +13,12 @@
 //! - The snapshot ([`snapshot`]) is taken from a `.fini_array` destructor, after `exit` has run the
 //!   program's `atexit` handlers and the destructors of the objects loaded after this one.
 //!
-//! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork`,
-//! signals that allocate while a hook holds the lock, and allocation stacks are not handled yet.
+//! - Each block's allocation stack ([`stacks`]: unwound by [`unwind`], interned in [`trie`], with
+//!   the module map of [`modules`]) is taken in the hook; the recorder's own Rust allocations come
+//!   from a private `mmap`'d allocator ([`alloc`]).
+//!
+//! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork` and
+//! signals that allocate while a hook holds the table's lock are not handled yet.
 
 mod alloc;
 mod guard;
