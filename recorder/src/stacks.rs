@@ -3,7 +3,7 @@
 //!
 //! Settings, read once from the environment:
 //! - `HEAPSNAP_STACKS=0` records no stacks (every block has stack 0);
-//! - `HEAPSNAP_STACK_DEPTH=N` keeps at most N frames per stack (default 64, at most 256).
+//! - `HEAPSNAP_STACK_DEPTH=N` keeps at most N frames per stack (default 64, at most 128).
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 use std::io;
@@ -15,7 +15,7 @@ use crate::table::{map, unmap};
 use crate::{trie, unwind};
 
 const DEFAULT_DEPTH: usize = 64;
-const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = 128;
 /// Not yet read from the environment.
 const UNSET: usize = usize::MAX;
 

@@ -52,6 +52,10 @@ mod imp {
     type Unwind = UnwinderX86_64<Data>;
     type Cache = CacheX86_64;
 
+    /// Frames a walk can hold: the deepest configurable stack. The walk's arrays live on the hook's
+    /// stack, so this stays small.
+    const MAX_FRAMES: usize = crate::stacks::MAX_DEPTH;
+
     /// Lock slots, each with its own rule cache.
     const CACHES: usize = 4;
     /// Frames walked (the recorder's own included) before giving up on a stack.
@@ -278,8 +282,8 @@ mod imp {
         let (ip, sp, bp) = registers();
         let top = stack_top(sp);
         // Not zeroed: only the first `n` are read. (Zeroing 5 KiB per allocation was measurable.)
-        let mut slots = [const { MaybeUninit::<u64>::uninit() }; 256];
-        let mut addrs = [const { MaybeUninit::<u64>::uninit() }; 256];
+        let mut slots = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
+        let mut addrs = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
         let depth = depth.min(addrs.len());
         let prev = previous();
         let prev_len = if use_previous { prev.len as usize } else { 0 };
@@ -292,7 +296,7 @@ mod imp {
             Some(p) => (prev.ids[p], n + prev_len - p),
             None => (0, n),
         };
-        let mut ids = [const { MaybeUninit::<u32>::uninit() }; 256];
+        let mut ids = [const { MaybeUninit::<u32>::uninit() }; MAX_FRAMES];
         if reused == Some(n) && prev.addrs[..n] == *addrs {
             // The very same stack as last time (an allocation in a loop): no trie lookups.
             prev.slots[..n].copy_from_slice(slots);
