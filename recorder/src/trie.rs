@@ -78,8 +78,13 @@ pub fn dropped() -> u64 {
     DROPPED.load(Ordering::Relaxed)
 }
 
+/// Mixes both halves of the key into every bit: the slot comes from the low bits, and one return
+/// address under many parents (a recursive call site) must not share a home slot.
 fn hash(parent: u32, addr: u64) -> u64 {
-    (addr ^ (parent as u64).rotate_left(29)).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    let mut x = addr ^ (parent as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    x ^ (x >> 33)
 }
 
 fn tag(h: u64) -> u64 {
