@@ -39,6 +39,9 @@ pub struct Measured {
     pub tool: &'static str,
     /// Seconds and bytes; `None` when the tool is not installed or failed.
     pub wall: Option<f64>,
+    /// User plus system CPU seconds of the process and its waited-for children: less sensitive to
+    /// other load on the machine than wall time.
+    pub cpu: Option<f64>,
     pub peak_rss: Option<u64>,
     pub note: String,
 }
@@ -56,7 +59,7 @@ pub fn build_workload(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Runs a command to completion with its output discarded; wall time and peak RSS (`wait4`).
-fn measure(program: &OsString, args: &[OsString], env: &[(&str, OsString)]) -> std::io::Result<(f64, u64)> {
+fn measure(program: &OsString, args: &[OsString], env: &[(&str, OsString)]) -> std::io::Result<(f64, f64, u64)> {
     let start = Instant::now();
     let child = Command::new(program)
         .args(args)
@@ -85,7 +88,8 @@ fn measure(program: &OsString, args: &[OsString], env: &[(&str, OsString)]) -> s
     if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
         return Err(std::io::Error::other(format!("exit status {status:#x}")));
     }
-    Ok((wall, usage.ru_maxrss as u64 * 1024))
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Ok((wall, seconds(usage.ru_utime) + seconds(usage.ru_stime), usage.ru_maxrss as u64 * 1024))
 }
 
 /// One way of running the workload.
@@ -138,12 +142,12 @@ pub fn run(options: &CaptureOptions, mut progress: impl FnMut(&str)) -> Result<V
             let mut args = rest.to_vec();
             args.push(variant.into());
             args.push(options.ops.to_string().into());
-            let mut best: Option<(f64, u64)> = None;
+            let mut best: Option<(f64, f64, u64)> = None;
             let mut note = String::new();
             for _ in 0..runs {
                 match measure(program, &args, &env) {
-                    Ok((wall, rss)) => {
-                        best = Some(best.map_or((wall, rss), |(w, r)| (w.min(wall), r.max(rss))));
+                    Ok((wall, cpu, rss)) => {
+                        best = Some(best.map_or((wall, cpu, rss), |(w, c, r)| (w.min(wall), c.min(cpu), r.max(rss))));
                     }
                     Err(e) => {
                         note = format!("{}: {e}", program.to_string_lossy());
@@ -151,7 +155,14 @@ pub fn run(options: &CaptureOptions, mut progress: impl FnMut(&str)) -> Result<V
                     }
                 }
             }
-            results.push(Measured { variant, tool, wall: best.map(|b| b.0), peak_rss: best.map(|b| b.1), note });
+            results.push(Measured {
+                variant,
+                tool,
+                wall: best.map(|b| b.0),
+                cpu: best.map(|b| b.1),
+                peak_rss: best.map(|b| b.2),
+                note,
+            });
         }
     }
     Ok(results)
@@ -163,8 +174,8 @@ pub fn table(results: &[Measured], ops: u64) -> String {
     let mut out = format!("{ops} allocator operations per run; best of the repeated runs; ratios to native\n\n");
     let _ = writeln!(
         out,
-        "{:<8} {:<27} {:>9} {:>8} {:>12} {:>8}",
-        "variant", "tool", "wall (s)", "× native", "peak RSS", "× native"
+        "{:<8} {:<27} {:>9} {:>8} {:>9} {:>8} {:>12} {:>8}",
+        "variant", "tool", "wall (s)", "× native", "cpu (s)", "× native", "peak RSS", "× native"
     );
     for r in results {
         let native = results.iter().find(|n| n.variant == r.variant && n.tool == "native");
@@ -173,14 +184,17 @@ pub fn table(results: &[Measured], ops: u64) -> String {
             _ => "-".into(),
         };
         let wall = r.wall.map_or("-".into(), |w| format!("{w:.3}"));
+        let cpu = r.cpu.map_or("-".into(), |c| format!("{c:.3}"));
         let rss = r.peak_rss.map_or("-".into(), |b| format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)));
         let _ = write!(
             out,
-            "{:<8} {:<27} {:>9} {:>8} {:>12} {:>8}",
+            "{:<8} {:<27} {:>9} {:>8} {:>9} {:>8} {:>12} {:>8}",
             r.variant,
             r.tool,
             wall,
             ratio(r.wall, native.and_then(|n| n.wall)),
+            cpu,
+            ratio(r.cpu, native.and_then(|n| n.cpu)),
             rss,
             ratio(r.peak_rss.map(|b| b as f64), native.and_then(|n| n.peak_rss.map(|b| b as f64)))
         );
