@@ -8,10 +8,14 @@
 //! two stack reads per frame, not a CFI evaluation, and no module lookup either: the module is only
 //! looked up on a cache miss.
 //!
-//! Sharing: the unwinder (its module list) is behind a reader-writer spinlock, written only when
-//! the module list changes; caches are per lock slot, [`CACHES`] of them, so that threads seldom
-//! wait for each other. Everything `framehop` allocates comes from the recorder's own allocator
-//! ([`crate::alloc`]), never from the hooked `malloc`.
+//! Most allocations need no unwinding at all: each thread keeps its last stack (`Previous`), and
+//! an allocation whose callers' return addresses all still sit in the same stack slots has the
+//! same stack; otherwise the walk stops at the first frame whose callers are unchanged.
+//!
+//! Sharing: a walk holds one of `CACHES` lock slots, each with its own rule cache, so threads
+//! seldom wait for each other; a module-list change (rare) takes them all. Everything `framehop`
+//! allocates comes from the recorder's own allocator ([`crate::alloc`]), never from the hooked
+//! `malloc`.
 //!
 //! Safety of the stack reads: every read is checked against the current thread's stack, from the
 //! stack pointer at the capture to the top of the mapping that holds it (read once per thread
@@ -255,8 +259,8 @@ mod imp {
     );
 
     /// This thread's [`Previous`]. Only a hook with the re-entry guard held calls this, once per
-    /// capture, so the reference is never shared (a signal handler's hook takes the unguarded path
-    /// and never captures).
+    /// capture, so the reference is never shared (a signal handler that interrupts a capture finds
+    /// the guard set, and its allocations take the unrecorded path).
     fn previous() -> &'static mut Previous {
         let at: usize;
         // SAFETY: computes the address of this thread's copy of the `.tbss` symbol above: the
