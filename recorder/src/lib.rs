@@ -12,7 +12,6 @@
 //!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
 //! - The snapshot ([`snapshot`]) is taken from a `.fini_array` destructor, after `exit` has run the
 //!   program's `atexit` handlers and the destructors of the objects loaded after this one.
-//!
 //! - Each block's allocation stack ([`stacks`]: unwound by [`unwind`], interned in [`trie`], with
 //!   the module map of [`modules`]) is taken in the hook; the recorder's own Rust allocations come
 //!   from a private `mmap`'d allocator ([`alloc`]).
