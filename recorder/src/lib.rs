@@ -134,7 +134,7 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
-fn usable_size(p: *mut c_void) -> usize {
+pub(crate) fn usable_size(p: *mut c_void) -> usize {
     match real!(usable, UsableFn) {
         // SAFETY: `p` is a live block of the real allocator.
         Some(f) => unsafe { f(p) },
@@ -147,9 +147,10 @@ fn record(p: *mut c_void, size: usize) {
     if p.is_null() {
         return;
     }
-    let usable = usable_size(p);
+    // The usable size is asked for at snapshot time, when it matters (one call per live block
+    // instead of one per allocation).
     let stack = stacks::current();
-    TABLE.lock().insert(p as usize, size, usable, stack);
+    TABLE.lock().insert(p as usize, size, 0, stack);
 }
 
 // Unrecorded paths, taken while the guard is held: the real allocator once known, else the pool.
@@ -291,8 +292,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             table.reinsert(entry);
         }
     } else {
-        let usable = usable_size(q);
-        table.insert(q as usize, size, usable, stack);
+        table.insert(q as usize, size, 0, stack);
     }
     q
 }

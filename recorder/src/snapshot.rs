@@ -150,6 +150,9 @@ fn take(sp: usize) -> io::Result<()> {
     let n = table.copy_to(blocks);
     let blocks = &mut blocks[..n];
     blocks.sort_unstable_by_key(|e| e.addr);
+    for b in blocks.iter_mut() {
+        b.usable = crate::usable_size(b.addr as *mut c_void);
+    }
     let blocks = &*blocks;
 
     // Roots: writable segments, then the stack.

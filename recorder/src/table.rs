@@ -14,7 +14,8 @@ pub struct Entry {
     pub serial: u64,
     /// What the program asked for.
     pub size: usize,
-    /// What `malloc_usable_size` reports: the program may use the slack.
+    /// What `malloc_usable_size` reports (the program may use the slack): filled in by the
+    /// snapshot for the blocks it writes, 0 before.
     pub usable: usize,
     /// Allocation stack id in [`crate::trie`], 0 for none.
     pub stack: u32,
