@@ -8,9 +8,9 @@
 //! two stack reads per frame, not a CFI evaluation, and no module lookup either: the module is only
 //! looked up on a cache miss.
 //!
-//! Most allocations need no unwinding at all: each thread keeps its last stack (`Previous`), and
-//! an allocation whose callers' return addresses all still sit in the same stack slots has the
-//! same stack; otherwise the walk stops at the first frame whose callers are unchanged.
+//! Most allocations need no unwinding at all: each thread keeps its last two stacks (`Recent`),
+//! and an allocation whose callers' return addresses all still sit in the same stack slots as one
+//! of them has its stack; otherwise the walk stops at the first frame whose callers are unchanged.
 //!
 //! Sharing: a walk holds one of `CACHES` lock slots, each with its own rule cache, so threads
 //! seldom wait for each other; a module-list change (rare) takes them all. Everything `framehop`
@@ -244,6 +244,15 @@ mod imp {
         ids: [u32; CACHED],
     }
 
+    /// A thread's last two stacks: a loop that allocates at two call sites (malloc here, realloc
+    /// there) finds both without unwinding.
+    #[repr(C)]
+    struct Recent {
+        /// Index of the newer one.
+        newest: u64,
+        stacks: [Previous; 2],
+    }
+
     global_asm!(
         ".pushsection .tbss,\"awT\",@nobits",
         ".globl heapsnap_recorder_previous",
@@ -254,14 +263,14 @@ mod imp {
         "heapsnap_recorder_previous:",
         ".zero {size}",
         ".popsection",
-        size = const size_of::<Previous>(),
+        size = const size_of::<Recent>(),
         options(att_syntax)
     );
 
-    /// This thread's [`Previous`]. Only a hook with the re-entry guard held calls this, once per
+    /// This thread's [`Recent`]. Only a hook with the re-entry guard held calls this, once per
     /// capture, so the reference is never shared (a signal handler that interrupts a capture finds
     /// the guard set, and its allocations take the unrecorded path).
-    fn previous() -> &'static mut Previous {
+    fn recent() -> &'static mut Recent {
         let at: usize;
         // SAFETY: computes the address of this thread's copy of the `.tbss` symbol above: the
         // thread pointer (`%fs:0` holds it on x86-64) plus the offset from the GOT.
@@ -273,9 +282,9 @@ mod imp {
                 options(att_syntax, nostack, readonly)
             );
         }
-        // SAFETY: the symbol reserves `size_of::<Previous>()` zeroed, aligned bytes per thread (a
-        // valid `Previous`: all integers), reached only by this thread, and only here (see above).
-        unsafe { &mut *(at as *mut Previous) }
+        // SAFETY: the symbol reserves `size_of::<Recent>()` zeroed, aligned bytes per thread (a
+        // valid `Recent`: all integers), reached only by this thread, and only here (see above).
+        unsafe { &mut *(at as *mut Recent) }
     }
 
     /// One walk, then the trie ids. `use_previous`: whether [`Previous`] may shorten it.
@@ -289,16 +298,22 @@ mod imp {
         let mut slots = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
         let mut addrs = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
         let depth = depth.min(addrs.len());
-        let prev = previous();
-        let prev_len = if use_previous { prev.len as usize } else { 0 };
-        // The fastest path: the same stack as last time, found without unwinding at all.
-        if prev_len > 0
-            && let Some(offset) = learned_offset(ip)
-            && sp.wrapping_add(offset) == prev.slots[0]
-            && first_change(prev, 0, prev_len, sp, top).is_none()
-        {
-            return Walked::Done(prev.ids[0]);
+        let recent = recent();
+        // The fastest path: one of the last two stacks again, found without unwinding at all.
+        if use_previous && let Some(offset) = learned_offset(ip) {
+            let slot0 = sp.wrapping_add(offset);
+            for prev in &recent.stacks {
+                let len = prev.len as usize;
+                if len > 0 && prev.slots[0] == slot0 && first_change(prev, 0, len, sp, top).is_none() {
+                    return Walked::Done(prev.ids[0]);
+                }
+            }
         }
+        // Otherwise unwind, shortened by the most recent stack; the new one replaces the other.
+        let newest = recent.newest as usize & 1;
+        let [first, second] = &mut recent.stacks;
+        let (prev, next) = if newest == 0 { (first, second) } else { (second, first) };
+        let prev_len = if use_previous { prev.len as usize } else { 0 };
         let (n, end, reused, first_slot) =
             unwind((ip, sp, bp), top, &mut slots[..depth], &mut addrs[..depth], prev, prev_len);
         if first_slot != 0 {
@@ -329,16 +344,17 @@ mod imp {
         let complete = end == End::Outermost || reused.is_some();
         if complete && total <= CACHED {
             if let Some(p) = reused {
-                prev.slots.copy_within(p..prev_len, n);
-                prev.addrs.copy_within(p..prev_len, n);
-                prev.ids.copy_within(p..prev_len, n);
+                next.slots[n..total].copy_from_slice(&prev.slots[p..prev_len]);
+                next.addrs[n..total].copy_from_slice(&prev.addrs[p..prev_len]);
+                next.ids[n..total].copy_from_slice(&prev.ids[p..prev_len]);
             }
-            prev.slots[..n].copy_from_slice(slots);
-            prev.addrs[..n].copy_from_slice(addrs);
-            prev.ids[..n].copy_from_slice(ids);
-            prev.len = total as u64;
+            next.slots[..n].copy_from_slice(slots);
+            next.addrs[..n].copy_from_slice(addrs);
+            next.ids[..n].copy_from_slice(ids);
+            next.len = total as u64;
+            recent.newest = (newest ^ 1) as u64;
         } else {
-            prev.len = 0;
+            next.len = 0;
         }
         // A stack that failed or ended early (a frame-pointer walk through code of an object we do not
         // know yet can end at a zero frame pointer), or whose allocation site is in no known
