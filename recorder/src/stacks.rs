@@ -91,9 +91,16 @@ pub fn write<S: Sink>(w: &mut Writer<'_, S>) -> io::Result<()> {
         modules::refresh(&lock);
     }
     let known = modules::all();
-    for m in known {
-        let path = w.string(m.path())?;
-        w.module(path, m.build_id(), m.bias, m.ranges())?;
+    // All paths, then all modules: one chunk of each kind rather than two per module.
+    let mut first_path = 0;
+    for (i, m) in known.iter().enumerate() {
+        let id = w.string(m.path())?;
+        if i == 0 {
+            first_path = id;
+        }
+    }
+    for (i, m) in known.iter().enumerate() {
+        w.module(first_path + i as u32, m.build_id(), m.bias, m.ranges())?;
     }
     let bytes = (known.len() + 1) * size_of::<u32>();
     let scratch = map(bytes).cast::<u32>();
