@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod atomic;
 pub mod bench;
 pub mod cache;
+pub mod capture_bench;
 pub mod diff;
 pub mod error;
 pub mod graph;

@@ -175,6 +175,16 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
     },
+    /// Benchmark of capture: an allocation-heavy C workload natively, under the recorder, under
+    /// heaptrack and under valgrind; prints wall time and peak memory as ratios to native.
+    BenchCapture {
+        /// Allocator operations per run.
+        #[arg(long, default_value_t = 2_000_000)]
+        ops: u64,
+        /// Runs of the native and recorder cases (the fastest is kept).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
     /// Benchmark: load and analyse synthetic heaps of these sizes; prints times and peak memory.
     Bench {
         /// Node counts, comma separated.
@@ -360,6 +370,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("heapsnap: no snapshot at {} (the program did not exit through exit())", snapshot.display());
             }
             Ok(ExitCode::from(recording.exit_code()))
+        }
+        Command::BenchCapture { ops, repeat } => {
+            let options = heapsnap::capture_bench::CaptureOptions { ops: *ops, repeat: *repeat, recorder: None };
+            let quiet = cli.quiet;
+            let results = heapsnap::capture_bench::run(&options, |step| {
+                if !quiet {
+                    eprintln!("heapsnap: running {step}");
+                }
+            })?;
+            print(&heapsnap::capture_bench::table(&results, *ops))?;
+            Ok(ok)
         }
         Command::Bench { nodes, dir, far_edges, petgraph, keep, one, v8, memlab, synthetic, scripts } => {
             if let Some(path) = one {

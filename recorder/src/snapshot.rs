@@ -150,6 +150,9 @@ fn take(sp: usize) -> io::Result<()> {
     let n = table.copy_to(blocks);
     let blocks = &mut blocks[..n];
     blocks.sort_unstable_by_key(|e| e.addr);
+    for b in blocks.iter_mut() {
+        b.usable = crate::usable_size(b.addr as *mut c_void);
+    }
     let blocks = &*blocks;
 
     // Roots: writable segments, then the stack.
@@ -476,7 +479,16 @@ fn write(
     }
     w.meta(b"x.recorder.threads", b"calling thread only")?;
 
-    // One type for now; allocation stacks come later (every node has stack 0).
+    crate::stacks::write(&mut w)?;
+    if crate::stacks::depth() == 0 {
+        w.meta(b"x.recorder.stacks", b"off")?;
+    } else {
+        w.meta(b"x.recorder.stack.depth", decimal(&mut digits, crate::stacks::depth() as u64))?;
+    }
+    if crate::trie::dropped() > 0 {
+        w.meta(b"x.recorder.stack.dropped", decimal(&mut digits, crate::trie::dropped()))?;
+    }
+
     let name = w.string(b"block")?;
     let block_type = w.type_(name)?;
     for b in blocks {
@@ -485,7 +497,7 @@ fn write(
             address: b.addr as u64,
             size: b.size as u64,
             type_id: block_type,
-            stack: 0,
+            stack: b.stack,
             flags: 0,
         })?;
     }
