@@ -1,9 +1,13 @@
 //! `heapsnap record`: runs a program with the recorder (`libheapsnap_recorder.so`, the `recorder/`
-//! crate) preloaded, so that it writes an `.hsnap` snapshot of its heap when it exits.
+//! crate) preloaded, so that it writes `.hsnap` snapshots of its heap: at exit, each time it gets a
+//! signal, or periodically. The recorder is configured through the environment (`HEAPSNAP_OUT`,
+//! `HEAPSNAP_SIGNAL`, `HEAPSNAP_EVERY_MS`, `HEAPSNAP_AT_EXIT`) and appends the path of each snapshot
+//! it writes to the file named by `HEAPSNAP_LIST`, which is how this module learns them.
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use crate::{Error, Result};
 
@@ -19,15 +23,45 @@ pub struct RecordOptions {
     pub output: Option<PathBuf>,
     /// The recorder library; found with [`find_recorder`] when `None`.
     pub recorder: Option<PathBuf>,
+    /// Snapshot each time the program gets this signal (its own handler still runs).
+    pub signal: Option<i32>,
+    /// Snapshot periodically.
+    pub every: Option<Duration>,
+    /// Snapshot at exit. [`RecordOptions::new`] sets it; the CLI sets it unless only `--signal` or
+    /// `--every` was asked for.
+    pub at_exit: bool,
+}
+
+impl RecordOptions {
+    /// Runs `command`, snapshot at exit to the default path.
+    pub fn new(command: Vec<OsString>) -> RecordOptions {
+        RecordOptions { command, output: None, recorder: None, signal: None, every: None, at_exit: true }
+    }
+}
+
+/// One snapshot the recorder wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The process that wrote it: the program, or a child it forked.
+    pub pid: u32,
+    pub path: PathBuf,
 }
 
 /// A finished run.
 #[derive(Debug)]
 pub struct Recording {
     pub status: ExitStatus,
-    /// Where the recorder was asked to write; the file exists only if the program exited through
-    /// `exit` (not `_exit`, not a fatal signal).
-    pub snapshot: PathBuf,
+    /// The program's process id.
+    pub pid: u32,
+    /// Every snapshot written, in the order they were completed.
+    pub snapshots: Vec<Written>,
+}
+
+impl Recording {
+    /// The program's last snapshot (at exit, when it exited through `exit`), if any.
+    pub fn last(&self) -> Option<&Path> {
+        self.snapshots.iter().rev().find(|w| w.pid == self.pid).map(|w| w.path.as_path())
+    }
 }
 
 impl Recording {
@@ -71,26 +105,141 @@ pub fn run(options: &RecordOptions) -> Result<Recording> {
     if !recorder.is_file() {
         return Err(Error::Usage(format!("recorder library {} does not exist", recorder.display())));
     }
-    // The recorder replaces `%p` by its process id; the default name uses it.
-    let pattern = match &options.output {
-        Some(path) => std::path::absolute(path).map_err(Error::io(path))?,
-        None => std::path::absolute("heapsnap-%p.hsnap").map_err(Error::io("."))?,
-    };
+    let pattern = output_pattern(options)?;
     let mut preload = recorder.as_os_str().to_owned();
     if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
         preload.push(":");
         preload.push(existing);
     }
-    let mut child = Command::new(program)
+    let list = tempfile::NamedTempFile::new().map_err(Error::io(std::env::temp_dir()))?;
+    let mut command = Command::new(program);
+    command
         .args(args)
         .env("LD_PRELOAD", &preload)
         .env("HEAPSNAP_OUT", &pattern)
-        .spawn()
-        .map_err(Error::io(Path::new(program)))?;
+        .env("HEAPSNAP_LIST", list.path())
+        .env("HEAPSNAP_AT_EXIT", if options.at_exit { "1" } else { "0" })
+        .env_remove("HEAPSNAP_SIGNAL")
+        .env_remove("HEAPSNAP_EVERY_MS");
+    if let Some(signal) = options.signal {
+        command.env("HEAPSNAP_SIGNAL", signal.to_string());
+    }
+    if let Some(every) = options.every {
+        command.env("HEAPSNAP_EVERY_MS", every.as_millis().max(1).to_string());
+    }
+    let mut child = command.spawn().map_err(Error::io(Path::new(program)))?;
     let pid = child.id();
     let status = child.wait().map_err(Error::io(Path::new(program)))?;
-    let snapshot = PathBuf::from(replace_pid(pattern.as_os_str(), pid));
-    Ok(Recording { status, snapshot })
+    let listed = std::fs::read(list.path()).map_err(Error::io(list.path()))?;
+    Ok(Recording { status, pid, snapshots: parse_list(&listed) })
+}
+
+/// The snapshot path pattern handed to the recorder: absolute, with `%p` (process id) and, when
+/// more than one snapshot may be taken, `%n` (sequence number) inserted before the extension if
+/// the user's path has none.
+fn output_pattern(options: &RecordOptions) -> Result<PathBuf> {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let several = options.signal.is_some() || options.every.is_some();
+    let path = match &options.output {
+        Some(path) => std::path::absolute(path).map_err(Error::io(path))?,
+        None if several => std::path::absolute("heapsnap-%p-%n.hsnap").map_err(Error::io("."))?,
+        None => std::path::absolute("heapsnap-%p.hsnap").map_err(Error::io("."))?,
+    };
+    let bytes = path.as_os_str().as_bytes();
+    if !several || bytes.windows(2).any(|w| w == b"%n") {
+        return Ok(path);
+    }
+    let name_start = bytes.iter().rposition(|&b| b == b'/').map_or(0, |i| i + 1);
+    let at = match bytes[name_start..].iter().rposition(|&b| b == b'.') {
+        Some(dot) if dot > 0 => name_start + dot,
+        _ => bytes.len(),
+    };
+    let mut out = bytes[..at].to_vec();
+    out.extend_from_slice(b"-%n");
+    out.extend_from_slice(&bytes[at..]);
+    Ok(PathBuf::from(OsString::from_vec(out)))
+}
+
+/// Reads the recorder's list: one `PID<TAB>PATH` line per snapshot.
+fn parse_list(bytes: &[u8]) -> Vec<Written> {
+    use std::os::unix::ffi::OsStrExt;
+    bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let tab = line.iter().position(|&b| b == b'\t')?;
+            let pid = std::str::from_utf8(&line[..tab]).ok()?.parse().ok()?;
+            Some(Written { pid, path: PathBuf::from(OsStr::from_bytes(&line[tab + 1..])) })
+        })
+        .collect()
+}
+
+/// A signal by name (`USR2`, `SIGUSR2`, `RTMIN+3`) or number.
+pub fn parse_signal(text: &str) -> Result<i32> {
+    let bad = || Error::Usage(format!("unknown signal `{text}` (try USR1, USR2, HUP, PROF, RTMIN+N or a number)"));
+    if let Ok(n) = text.parse::<i32>() {
+        return if (1..=64).contains(&n) { Ok(n) } else { Err(bad()) };
+    }
+    let name = text.strip_prefix("SIG").unwrap_or(text).to_ascii_uppercase();
+    let named = [
+        ("HUP", libc::SIGHUP),
+        ("INT", libc::SIGINT),
+        ("QUIT", libc::SIGQUIT),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("ALRM", libc::SIGALRM),
+        ("TERM", libc::SIGTERM),
+        ("CONT", libc::SIGCONT),
+        ("TSTP", libc::SIGTSTP),
+        ("TTIN", libc::SIGTTIN),
+        ("TTOU", libc::SIGTTOU),
+        ("URG", libc::SIGURG),
+        ("XCPU", libc::SIGXCPU),
+        ("XFSZ", libc::SIGXFSZ),
+        ("VTALRM", libc::SIGVTALRM),
+        ("PROF", libc::SIGPROF),
+        ("WINCH", libc::SIGWINCH),
+        ("IO", libc::SIGIO),
+        ("PWR", libc::SIGPWR),
+    ];
+    if let Some(&(_, n)) = named.iter().find(|(n, _)| *n == name) {
+        return Ok(n);
+    }
+    // The C library's real-time range (glibc keeps the first two for itself).
+    let rtmin = libc::SIGRTMIN();
+    let rtmax = libc::SIGRTMAX();
+    let rt = |rest: &str, base: i32, sign: i32| -> Result<i32> {
+        let offset: i32 = if rest.is_empty() { 0 } else { rest.parse().map_err(|_| bad())? };
+        let n = base + sign * offset;
+        if (rtmin..=rtmax).contains(&n) { Ok(n) } else { Err(bad()) }
+    };
+    if let Some(rest) = name.strip_prefix("RTMIN") {
+        return rt(rest.strip_prefix('+').unwrap_or(rest), rtmin, 1);
+    }
+    if let Some(rest) = name.strip_prefix("RTMAX") {
+        return rt(rest.strip_prefix('-').unwrap_or(rest), rtmax, -1);
+    }
+    Err(bad())
+}
+
+/// A duration: a number with a unit `ms`, `s`, `m` or `h` (`500ms`, `2s`, `1.5m`); a bare number is
+/// seconds.
+pub fn parse_duration(text: &str) -> Result<Duration> {
+    let bad = || Error::Usage(format!("cannot read the duration `{text}` (try 500ms, 2s, 1m)"));
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    let duration = Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+    if duration < Duration::from_millis(1) {
+        return Err(Error::Usage(format!("the period `{text}` is shorter than a millisecond")));
+    }
+    Ok(duration)
 }
 
 /// The leak report of a recorded snapshot, as text (what `heapsnap leaks SNAP` prints).
@@ -104,21 +253,24 @@ pub fn leak_summary(snapshot: &Path, progress: &crate::progress::Progress, use_c
     Ok(report.render(crate::report::Format::Text))
 }
 
-fn replace_pid(pattern: &OsStr, pid: u32) -> OsString {
-    use std::os::unix::ffi::{OsStrExt, OsStringExt};
-    let bytes = pattern.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() + 8);
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i..].starts_with(b"%p") {
-            out.extend_from_slice(pid.to_string().as_bytes());
-            i += 2;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// What `heapsnap record` prints after the run: the leak report of the program's last snapshot (as
+/// valgrind reports at exit), then the path of every snapshot written.
+pub fn report(recording: &Recording, progress: &crate::progress::Progress, use_cache: bool) -> Result<String> {
+    use std::fmt::Write;
+    let mut out = String::new();
+    match recording.last() {
+        Some(last) => out.push_str(&leak_summary(last, progress, use_cache)?),
+        None => out.push_str(
+            "heapsnap: the program wrote no snapshot (it did not exit through exit(), and no --signal or \
+             --every snapshot was taken)\n",
+        ),
     }
-    OsString::from_vec(out)
+    for written in &recording.snapshots {
+        let whose =
+            if written.pid == recording.pid { String::new() } else { format!(" (forked child {})", written.pid) };
+        writeln!(out, "heapsnap: snapshot written to {}{whose}", written.path.display()).expect("writing to a String");
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -126,8 +278,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_is_substituted() {
-        assert_eq!(replace_pid(OsStr::new("/tmp/a-%p.hsnap"), 42), OsString::from("/tmp/a-42.hsnap"));
-        assert_eq!(replace_pid(OsStr::new("/tmp/plain"), 42), OsString::from("/tmp/plain"));
+    fn signals_by_name_and_number() {
+        assert_eq!(parse_signal("USR2").unwrap(), libc::SIGUSR2);
+        assert_eq!(parse_signal("SIGusr1").unwrap(), libc::SIGUSR1);
+        assert_eq!(parse_signal("12").unwrap(), 12);
+        assert_eq!(parse_signal("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
+        assert!(parse_signal("NOPE").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("3 parsecs").is_err());
+        assert!(parse_duration("0ms").is_err());
+    }
+
+    #[test]
+    fn several_snapshots_get_a_sequence_number() {
+        let mut options = RecordOptions::new(vec!["true".into()]);
+        options.output = Some(PathBuf::from("/tmp/x.y/run.hsnap"));
+        assert_eq!(output_pattern(&options).unwrap(), PathBuf::from("/tmp/x.y/run.hsnap"));
+        options.signal = Some(12);
+        assert_eq!(output_pattern(&options).unwrap(), PathBuf::from("/tmp/x.y/run-%n.hsnap"));
+        options.output = Some(PathBuf::from("/tmp/x.y/run"));
+        assert_eq!(output_pattern(&options).unwrap(), PathBuf::from("/tmp/x.y/run-%n"));
+        options.output = Some(PathBuf::from("/tmp/%n-%p.hsnap"));
+        assert_eq!(output_pattern(&options).unwrap(), PathBuf::from("/tmp/%n-%p.hsnap"));
+    }
+
+    #[test]
+    fn the_list_names_pids_and_paths() {
+        let listed = parse_list(b"12\t/tmp/a-12-1.hsnap\n13\t/tmp/a.hsnap.13\nbroken\n");
+        assert_eq!(listed.len(), 2);
+        assert_eq!(listed[1], Written { pid: 13, path: PathBuf::from("/tmp/a.hsnap.13") });
     }
 }

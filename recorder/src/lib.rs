@@ -18,8 +18,12 @@
 
 mod guard;
 mod pool;
+mod roots;
 mod snapshot;
+mod stop;
 mod table;
+mod threads;
+mod trigger;
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -430,6 +434,7 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size
 extern "C" fn on_load() {
     if let Some(_guard) = Entered::enter() {
         resolve();
+        trigger::init();
     }
 }
 
