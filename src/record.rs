@@ -118,6 +118,7 @@ pub fn run(options: &RecordOptions) -> Result<Recording> {
         .env("LD_PRELOAD", &preload)
         .env("HEAPSNAP_OUT", &pattern)
         .env("HEAPSNAP_LIST", list.path())
+        .env("HEAPSNAP_PARENT", std::process::id().to_string())
         .env("HEAPSNAP_AT_EXIT", if options.at_exit { "1" } else { "0" })
         .env_remove("HEAPSNAP_SIGNAL")
         .env_remove("HEAPSNAP_EVERY_MS");
@@ -267,7 +268,7 @@ pub fn report(recording: &Recording, progress: &crate::progress::Progress, use_c
     }
     for written in &recording.snapshots {
         let whose =
-            if written.pid == recording.pid { String::new() } else { format!(" (forked child {})", written.pid) };
+            if written.pid == recording.pid { String::new() } else { format!(" (child process {})", written.pid) };
         writeln!(out, "heapsnap: snapshot written to {}{whose}", written.path.display()).expect("writing to a String");
     }
     Ok(out)

@@ -407,9 +407,19 @@ fn concat(out: &mut [u8], parts: &[&[u8]]) -> usize {
     len
 }
 
+/// Whether this process is not the program `heapsnap record` started but one of its descendants:
+/// a child it forked, or a program such a child executed (`$HEAPSNAP_PARENT` is the pid of
+/// `heapsnap record`, the program's parent).
+fn is_descendant() -> bool {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u64;
+    FORKED.load(Ordering::Acquire) || crate::trigger::env_number(c"HEAPSNAP_PARENT").is_some_and(|p| p != parent)
+}
+
 /// `$HEAPSNAP_OUT` or `heapsnap-%p.hsnap`, NUL-terminated, with `%p` replaced by the process id and
-/// `%n` by the snapshot's sequence number. In a child after `fork`, a pattern without `%p` gets
-/// `.PID` appended, so that the child never overwrites its parent's snapshot.
+/// `%n` by the snapshot's sequence number. In a descendant of the recorded program (see
+/// [`is_descendant`]), a pattern without `%p` gets `.PID` appended, so that it never overwrites the
+/// program's snapshot.
 fn output_path(out: &mut [u8; 4096], pid: u64, sequence: u64) -> usize {
     let mut pid_digits = [0u8; 20];
     let pid_text = decimal(&mut pid_digits, pid);
@@ -447,7 +457,7 @@ fn output_path(out: &mut [u8; 4096], pid: u64, sequence: u64) -> usize {
             i += 1;
         }
     }
-    if FORKED.load(Ordering::Acquire) && !value.windows(2).any(|w| w == b"%p") {
+    if is_descendant() && !value.windows(2).any(|w| w == b"%p") {
         push(b".", out);
         push(pid_text, out);
     }
