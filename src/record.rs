@@ -243,15 +243,25 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(duration)
 }
 
-/// The leak report of a recorded snapshot, as text (what `heapsnap leaks SNAP` prints).
-pub fn leak_summary(snapshot: &Path, progress: &crate::progress::Progress, use_cache: bool) -> Result<String> {
+/// The leak report of a recorded snapshot, as text (what `heapsnap leaks SNAP` prints), and how long
+/// the recorder stopped the program to take it (`capture.pause.ns`), when it says.
+pub fn leak_summary(
+    snapshot: &Path,
+    progress: &crate::progress::Progress,
+    use_cache: bool,
+) -> Result<(String, Option<Duration>)> {
     use crate::report::Report;
     use crate::report::leaks::{LeakOptions, LeakReport};
     let file = crate::import::open_any(snapshot, progress)?;
     let heap = file.load(progress)?;
+    let pause = heap
+        .snap
+        .meta_value("capture.pause.ns")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .map(Duration::from_nanos);
     let analysis = crate::cache::analyze(&heap, progress, use_cache, crate::cache::MIN_NODES);
     let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 20, members: false });
-    Ok(report.render(crate::report::Format::Text))
+    Ok((report.render(crate::report::Format::Text), pause))
 }
 
 /// What `heapsnap record` prints after the run: the leak report of the program's last snapshot (as
@@ -260,7 +270,14 @@ pub fn report(recording: &Recording, progress: &crate::progress::Progress, use_c
     use std::fmt::Write;
     let mut out = String::new();
     match recording.last() {
-        Some(last) => out.push_str(&leak_summary(last, progress, use_cache)?),
+        Some(last) => {
+            let (text, pause) = leak_summary(last, progress, use_cache)?;
+            out.push_str(&text);
+            if let Some(pause) = pause {
+                writeln!(out, "heapsnap: the program was stopped {:.3} s for this snapshot", pause.as_secs_f64())
+                    .expect("writing to a String");
+            }
+        }
         None => out.push_str(
             "heapsnap: the program wrote no snapshot (it did not exit through exit(), and no --signal or \
              --every snapshot was taken)\n",

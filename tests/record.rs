@@ -56,8 +56,13 @@ fn recorder() -> &'static Path {
 fn compile(name: &str, dir: &Path) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/record").join(format!("{name}.c"));
     let exe = dir.join(name);
-    let out =
-        Command::new("cc").args(["-O0", "-g", "-pthread", "-o"]).arg(&exe).arg(&source).output().expect("cc runs");
+    let out = Command::new("cc")
+        .args(["-O0", "-g", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&source)
+        .arg("-ldl")
+        .output()
+        .expect("cc runs");
     assert!(out.status.success(), "cc {}: {}", source.display(), String::from_utf8_lossy(&out.stderr));
     exe
 }
@@ -439,4 +444,40 @@ fn git_runs_unchanged_and_its_snapshot_loads() {
     real_program(Path::new("git"), &["--version"], &[]);
     real_program(Path::new("git"), &["-c", "init.defaultBranch=main", "init", "-q", &repo], &[]);
     real_program(Path::new("git"), &["-C", &repo, "status", "--porcelain=v1", "--branch"], &[]);
+}
+
+#[test]
+fn frees_after_thread_local_destructors() {
+    check("tls_dtor", lost((12, 1), (0, 0), (0, 0)));
+}
+
+#[test]
+fn roots_follow_dlopen_and_dlclose() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lib = dir.path().join("libstash.so");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/record/stash.c");
+    let out = Command::new("cc").args(["-shared", "-fPIC", "-o"]).arg(&lib).arg(&source).output().expect("cc runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let exe = compile("dlopen", dir.path());
+    let (_, paths) = record_with(&exe, dir.path(), &["--signal", "USR2", "--at-exit"]);
+    assert_eq!(paths, [dir.path().join("out-1.hsnap"), dir.path().join("out-2.hsnap")]);
+    // Loaded: the library's global holds the block (by its start: still reachable). glibc's
+    // `_dl_find_object` table for the new object, held by the dynamic linker through an aligned
+    // pointer into its block, is glibc's own buffer: still reachable too (memcheck frees it).
+    assert_eq!(verdict(&paths[0]), Lost::default());
+    let bytes = std::fs::read(&paths[0]).expect("snapshot reads");
+    let snap = hsnap::Snapshot::parse(&bytes).expect("snapshot parses");
+    let progress = Progress::stderr(true);
+    let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
+    let heap = file.load(&progress).expect("snapshot loads");
+    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size[n] == 77).expect("the block is live");
+    assert!(
+        snap.roots().iter().any(|r| r.node as usize == stashed && r.kind == hsnap::RootKind::Global && !r.interior),
+        "no global root for the stashed block"
+    );
+    let at_exit = verdict(&paths[1]);
+    if let Some(theirs) = memcheck(&exe) {
+        assert_eq!(at_exit, theirs, "heapsnap (left) against memcheck (right)");
+    }
+    assert_eq!(at_exit, lost((77, 1), (0, 0), (0, 0)));
 }

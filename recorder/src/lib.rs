@@ -1,20 +1,27 @@
 //! `libheapsnap_recorder.so`: loaded with `LD_PRELOAD`, it records every heap block the program
-//! allocates and, when the program exits, writes an `.hsnap` snapshot of the live blocks, the
-//! pointers between them and the roots (globals and the stack) that reference them.
+//! allocates and writes `.hsnap` snapshots of the live blocks, the pointers between them and the
+//! roots (globals, and each thread's registers, stack and static TLS) that reference them: at exit,
+//! each time the process gets a chosen signal, or periodically.
 //!
-//! Design (see also `README.md`, section "Recording"):
+//! Design (see also `README.md`, section "Recording native programs"):
 //! - Every allocation entry point is defined here and forwards to the next definition, found with
 //!   `dlsym(RTLD_NEXT, …)`. `dlsym` itself calls `calloc` before the real one is known: those calls
 //!   are served from a small static pool ([`pool`]), whose blocks `free` and `realloc` recognise.
 //! - The recorder never re-enters itself: a per-thread guard ([`guard`], initial-exec TLS, no
-//!   destructor) sends allocations made while a hook runs straight to the real allocator, unrecorded.
+//!   destructor) sends allocations made while a hook runs (by the real allocator, the snapshot code,
+//!   or a signal handler that interrupted a hook) straight to the real allocator, unrecorded.
 //! - Its state never lives in the hooked heap: the live-block table ([`table`]) and every buffer of
 //!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
-//! - The snapshot ([`snapshot`]) is taken from a `.fini_array` destructor, after `exit` has run the
-//!   program's `atexit` handlers and the destructors of the objects loaded after this one.
+//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, then
+//!   stops every other thread with a suspend signal ([`stop`], [`threads`]), scans from the roots
+//!   ([`roots`]), writes the file, and lets the threads go.
+//! - Snapshots are taken from a `.fini_array` destructor at exit, after `exit` has run the program's
+//!   `atexit` handlers and the destructors of the objects loaded after this one; and, for a signal or
+//!   a timer, on the recorder's own thread ([`trigger`]), which also keeps the locks consistent
+//!   across `fork`.
 //!
-//! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork`,
-//! signals that allocate while a hook holds the lock, and allocation stacks are not handled yet.
+//! Scope: Linux, glibc; x86-64 for registers (other architectures scan stacks but not registers).
+//! Allocation stacks are not recorded yet.
 
 mod guard;
 mod pool;

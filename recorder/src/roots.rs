@@ -47,16 +47,13 @@ impl<'a> Regions<'a> {
     }
 
     pub fn push(&mut self, start: usize, end: usize, kind: RootKind, allocator: bool) {
-        if start < end && self.len < self.items.len() {
-            self.items[self.len] = Region { start, end, kind, allocator, whole: false };
-            self.len += 1;
-        }
+        self.push_region(Region { start, end, kind, allocator, whole: false });
     }
 
-    /// Marks the last region pushed as holding whole blocks.
-    fn last_holds_whole_blocks(&mut self) {
-        if self.len > 0 {
-            self.items[self.len - 1].whole = true;
+    fn push_region(&mut self, region: Region) {
+        if region.start < region.end && self.len < self.items.len() {
+            self.items[self.len] = region;
+            self.len += 1;
         }
     }
 
@@ -127,6 +124,10 @@ unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, da
         return 0;
     }
     let allocator = holds(state.allocator);
+    // The dynamic linker's data holds pointers only to its own allocations (descriptors of objects
+    // opened later, `_dl_find_object` tables reached through aligned pointers into their blocks):
+    // glibc's buffers, which memcheck frees before it checks. They are still reachable here.
+    let whole = holds(core::ptr::addr_of!(_r_debug) as usize);
     let relro = headers
         .iter()
         .find(|h| h.p_type == libc::PT_GNU_RELRO)
@@ -136,8 +137,9 @@ unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, da
         let start = base + h.p_vaddr as usize;
         let end = start + h.p_memsz as usize;
         // The segment minus the RELRO range: up to two pieces.
-        state.regions.push(start, end.min(relro.0), RootKind::Global, allocator);
-        state.regions.push(start.max(relro.1), end, RootKind::Global, allocator);
+        for (start, end) in [(start, end.min(relro.0)), (start.max(relro.1), end)] {
+            state.regions.push_region(Region { start, end, kind: RootKind::Global, allocator, whole });
+        }
     }
     0
 }
@@ -261,8 +263,8 @@ pub fn cached_thread_descriptors(regions: &mut Regions<'_>, maps: &Maps<'_>, liv
             // mapped while the world is stopped (only its owner, glibc's thread code, unmaps it).
             let (tcb, own) = unsafe { (ptr_read(at), ptr_read(at + 16)) };
             if tcb == at && own == at {
-                regions.push(at + 8, at + 16, RootKind::Other, false);
-                regions.last_holds_whole_blocks();
+                let dtv = Region { start: at + 8, end: at + 16, kind: RootKind::Other, allocator: false, whole: true };
+                regions.push_region(dtv);
                 break;
             }
             at -= 64;
@@ -301,6 +303,54 @@ pub fn discount_own_dtv_slot(blocks: &mut [crate::table::Entry], tps: impl Itera
         {
             blocks[i].size -= DTV_ENTRY;
         }
+    }
+}
+
+/// The start of glibc's `struct link_map` (the public part, `<link.h>`).
+#[repr(C)]
+struct LinkMap {
+    addr: usize,
+    name: *const core::ffi::c_char,
+    dynamic: *const c_void,
+    next: *const LinkMap,
+    prev: *const LinkMap,
+}
+
+/// glibc's `struct r_debug` (`<link.h>`), the debugger's entry to the list of loaded objects.
+#[repr(C)]
+struct RDebug {
+    version: c_int,
+    map: *const LinkMap,
+}
+
+unsafe extern "C" {
+    static _r_debug: RDebug;
+}
+
+/// How much of a link map is scanned: the structure (about 1.1 KiB in glibc 2.36) and what the
+/// dynamic linker allocated right after it, at most to the end of its mapping.
+const LINK_MAP_SCAN: usize = 4096;
+
+/// Adds the dynamic linker's descriptors (`struct link_map`) of the objects loaded at startup. The
+/// dynamic linker allocates those from its own pages, not from the heap, and they hold the only
+/// start pointers to the descriptors of objects loaded later with `dlopen`, which are heap blocks.
+/// memcheck scans those pages (it scans every writable mapping); so do we, from each descriptor.
+/// Descriptors that are heap blocks themselves are scanned as blocks.
+pub fn link_maps(regions: &mut Regions<'_>, maps: &Maps<'_>, is_block: impl Fn(usize) -> bool) {
+    // SAFETY: `_r_debug` is the dynamic linker's, valid for the life of the process; the chain is
+    // stable while we hold the loader's lock (the snapshot runs inside `dl_iterate_phdr`).
+    let mut map = unsafe { core::ptr::addr_of!(_r_debug).read_volatile().map };
+    let mut seen = 0;
+    while !map.is_null() && seen < 100_000 {
+        let at = map as usize;
+        if !is_block(at)
+            && let Some((_, end)) = maps.containing(at)
+        {
+            regions.push(at, (at + LINK_MAP_SCAN).min(end), RootKind::Global, false);
+        }
+        // SAFETY: a link map in the dynamic linker's list, readable while the lock is held.
+        map = unsafe { (*map).next };
+        seen += 1;
     }
 }
 

@@ -301,6 +301,7 @@ fn capture(
         world.stopped().any(|s| (start..end).contains(&s.sp)) || caller_sp.is_some_and(|sp| (start..end).contains(&sp))
     };
     roots::cached_thread_descriptors(&mut regions, &maps, live);
+    roots::link_maps(&mut regions, &maps, |at| find(blocks, at).is_some());
 
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
