@@ -149,8 +149,9 @@ extern "C" fn on_suspend(_signal: c_int, _info: *mut libc::siginfo_t, context: *
         // handler; this thread alone writes its slot's plain fields while the state is SAVING.
         unsafe {
             let gregs = &(*context.cast::<libc::ucontext_t>()).uc_mcontext.gregs;
-            for i in 0..SAVED_REGISTERS {
-                (*slot_ptr).registers[i] = gregs[i] as usize; // REG_R8 (0) ..= REG_RCX (14)
+            // REG_R8 (0) ..= REG_RCX (14): every general register but the stack and instruction pointers.
+            for (saved, &value) in (*slot_ptr).registers.iter_mut().zip(gregs.iter()) {
+                *saved = value as usize;
             }
             (*slot_ptr).sp = gregs[libc::REG_RSP as usize] as usize;
             (*slot_ptr).tp = thread_pointer();
