@@ -207,6 +207,11 @@ fn block_on_a_running_threads_stack_is_reachable() {
 }
 
 #[test]
+fn a_thread_that_blocks_every_signal_is_stopped_all_the_same() {
+    check("thread_masked", lost((40, 1), (0, 0), (272, 1)));
+}
+
+#[test]
 fn block_in_a_running_threads_register_is_reachable() {
     check("thread_register", lost((24, 1), (0, 0), (272, 1)));
 }

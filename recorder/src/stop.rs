@@ -202,6 +202,55 @@ pub fn signal() -> c_int {
     SIGNAL.load(Ordering::Acquire)
 }
 
+type SigmaskFn = unsafe extern "C" fn(c_int, *const libc::sigset_t, *mut libc::sigset_t) -> c_int;
+static REAL_PTHREAD_SIGMASK: AtomicUsize = AtomicUsize::new(0);
+static REAL_SIGPROCMASK: AtomicUsize = AtomicUsize::new(0);
+
+/// Forwards a signal-mask change with the suspend signal taken out of the set to block, so that a
+/// thread that blocks "every signal" (servers often do, to take signals with `sigwait` in one
+/// thread) can still be stopped, as the Boehm collector arranges too. A thread that blocks it with
+/// a raw `rt_sigprocmask` system call is not covered: it is reported as not stopped.
+fn set_mask(real: usize, how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> Option<c_int> {
+    if real == 0 {
+        return None;
+    }
+    // SAFETY: the address dlsym gave for a function of this signature.
+    let real = unsafe { core::mem::transmute::<usize, SigmaskFn>(real) };
+    let signal = SIGNAL.load(Ordering::Acquire);
+    if set.is_null() || how == libc::SIG_UNBLOCK || signal == 0 {
+        // SAFETY: forwarding the caller's arguments.
+        return Some(unsafe { real(how, set, old) });
+    }
+    // SAFETY: the caller passes a valid set; the copy is ours.
+    unsafe {
+        let mut copy = *set;
+        libc::sigdelset(&mut copy, signal);
+        Some(real(how, &copy, old))
+    }
+}
+
+/// `pthread_sigmask`, interposed: see [`set_mask`].
+///
+/// # Safety
+/// The C `pthread_sigmask` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    set_mask(crate::trigger::resolve(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask"), how, set, old).unwrap_or(libc::ENOSYS)
+}
+
+/// `sigprocmask`, interposed: see [`set_mask`].
+///
+/// # Safety
+/// The C `sigprocmask` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
+    set_mask(crate::trigger::resolve(&REAL_SIGPROCMASK, c"sigprocmask"), how, set, old).unwrap_or_else(|| {
+        // SAFETY: this thread's errno.
+        unsafe { *libc::__errno_location() = libc::ENOSYS };
+        -1
+    })
+}
+
 /// The threads of a stopped world.
 pub struct World {
     used: usize,

@@ -82,7 +82,8 @@ pub fn exiting() {
     EXITING.store(true, Ordering::Release);
 }
 
-fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
+/// The next definition of `name` (after this library), looked up once and kept in `slot`.
+pub fn resolve(slot: &AtomicUsize, name: &CStr) -> usize {
     let mut addr = slot.load(Ordering::Acquire);
     if addr == 0 {
         // `dlsym` may allocate: with the guard held, that goes unrecorded (or to the pool).

@@ -1,8 +1,10 @@
-/* A worker thread that blocks every signal, alive at exit: the recorder cannot stop it, must not
- * hang, and says so. */
+/* A worker thread that blocks every signal with a raw rt_sigprocmask system call (pthread_sigmask
+ * would leave the recorder's suspend signal deliverable), alive at exit: the recorder cannot stop
+ * it, must not hang, and says so. */
 #include "common.h"
 #include <pthread.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 static pthread_barrier_t ready;
 static int never[2];
@@ -10,7 +12,7 @@ static void *worker(void *arg) {
     (void)arg;
     sigset_t all;
     sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, 8); /* 8: the kernel's sigset size */
     pthread_barrier_wait(&ready);
     char c;
     while (read(never[0], &c, 1) != 0) {}
