@@ -7,6 +7,7 @@
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use crate::{Error, Result};
@@ -93,7 +94,8 @@ pub fn find_recorder() -> Result<PathBuf> {
     })
 }
 
-/// Runs the program with the recorder preloaded; its standard streams are the caller's.
+/// Runs the program with the recorder preloaded; its standard streams are the caller's. While it
+/// runs, this process catches SIGINT, SIGQUIT and the `--signal` signal (see `Forwarding`).
 pub fn run(options: &RecordOptions) -> Result<Recording> {
     let (program, args) =
         options.command.split_first().ok_or_else(|| Error::Usage("record: no command given".into()))?;
@@ -128,11 +130,88 @@ pub fn run(options: &RecordOptions) -> Result<Recording> {
     if let Some(every) = options.every {
         command.env("HEAPSNAP_EVERY_MS", every.as_millis().max(1).to_string());
     }
+    let forwarding = Forwarding::install(options.signal);
     let mut child = command.spawn().map_err(Error::io(Path::new(program)))?;
     let pid = child.id();
+    forwarding.started(pid);
     let status = child.wait().map_err(Error::io(Path::new(program)))?;
+    drop(forwarding);
     let listed = std::fs::read(list.path()).map_err(Error::io(list.path()))?;
     Ok(Recording { status, pid, snapshots: parse_list(&listed) })
+}
+
+/// The program's process id, for the forwarding handler (0 until it is started).
+static CHILD: AtomicI32 = AtomicI32::new(0);
+/// A `--signal` signal that arrived before the program's id was known.
+static PENDING: AtomicI32 = AtomicI32::new(0);
+/// The `--signal` signal, which the handler passes on (any other it catches, it drops).
+static FORWARDED: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(signal: libc::c_int) {
+    if signal != FORWARDED.load(Ordering::Acquire) {
+        return; // SIGINT, SIGQUIT: the terminal sent them to the program too
+    }
+    let pid = CHILD.load(Ordering::Acquire);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe and touches no memory of ours.
+        unsafe { libc::kill(pid, signal) };
+    } else {
+        PENDING.store(signal, Ordering::Release);
+    }
+}
+
+/// While the program runs, `heapsnap record` behaves as a wrapper: the terminal's SIGINT and
+/// SIGQUIT reach the program directly (same process group), so `heapsnap` outlives them and
+/// reports when the program ends; the `--signal` signal sent to `heapsnap` is passed on to the
+/// program, so either process id can be used to ask for a snapshot. The handlers are caught, not
+/// ignored, so the program starts with the default actions (`exec` resets caught signals); they are
+/// installed before the program starts, so that a signal it sends its parent at once is not lost.
+/// Restored when dropped.
+struct Forwarding {
+    saved: Vec<(libc::c_int, libc::sigaction)>,
+}
+
+impl Forwarding {
+    fn install(signal: Option<i32>) -> Forwarding {
+        CHILD.store(0, Ordering::Release);
+        PENDING.store(0, Ordering::Release);
+        FORWARDED.store(signal.unwrap_or(0), Ordering::Release);
+        let mut saved = Vec::new();
+        for sig in [libc::SIGINT, libc::SIGQUIT].into_iter().chain(signal) {
+            // SAFETY: zeroed sigactions are valid; `on_signal` has the signature of a plain handler.
+            unsafe {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                let mut old: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = on_signal as *const () as libc::sighandler_t;
+                action.sa_flags = libc::SA_RESTART;
+                libc::sigemptyset(&mut action.sa_mask);
+                if libc::sigaction(sig, &action, &mut old) == 0 {
+                    saved.push((sig, old));
+                }
+            }
+        }
+        Forwarding { saved }
+    }
+
+    /// The program has started: pass on what arrived before.
+    fn started(&self, pid: u32) {
+        CHILD.store(pid as i32, Ordering::Release);
+        let pending = PENDING.swap(0, Ordering::AcqRel);
+        if pending != 0 {
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(pid as i32, pending) };
+        }
+    }
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        for (sig, old) in self.saved.drain(..).rev() {
+            // SAFETY: restores an action sigaction returned.
+            unsafe { libc::sigaction(sig, &old, std::ptr::null_mut()) };
+        }
+        CHILD.store(0, Ordering::Release);
+    }
 }
 
 /// The snapshot path pattern handed to the recorder: absolute, with `%p` (process id) and, when

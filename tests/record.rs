@@ -235,8 +235,17 @@ fn signals_that_allocate_inside_the_allocator() {
 
 #[test]
 fn signal_snapshot_sees_a_block_held_by_a_stack_variable() {
+    signal_snapshot("signal_stack");
+}
+
+#[test]
+fn the_signal_sent_to_heapsnap_is_passed_on() {
+    signal_snapshot("signal_parent");
+}
+
+fn signal_snapshot(name: &str) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let exe = compile("signal_stack", dir.path());
+    let exe = compile(name, dir.path());
     let (_, paths) = record_with(&exe, dir.path(), &["--signal", "USR2", "--at-exit"]);
     assert_eq!(paths, [dir.path().join("out-1.hsnap"), dir.path().join("out-2.hsnap")]);
     assert_eq!(meta(&paths[0], "capture.trigger").as_deref(), Some("signal"));

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 static volatile sig_atomic_t handled;
 static void on_usr2(int sig) { (void)sig; handled = 1; }
 static void wait_for_snapshot(void) {
@@ -17,12 +18,24 @@ static void wait_for_snapshot(void) {
         nanosleep(&ms, NULL);
     }
 }
-static NOINLINE void work(void) {
+static NOINLINE void drop(void) {
     void *dropped = malloc(40);
     dropped = NULL;
+}
+static NOINLINE void work(void) {
+    drop();
+    scrub();
     char *volatile held = malloc(1234);
     memset(held, 5, 1234);
+#ifdef VIA_PARENT
+    /* Under `heapsnap record`, ask it (the parent), which passes the signal on. */
+    if (getenv("HEAPSNAP_LIST"))
+        kill(getppid(), SIGUSR2);
+    else
+        raise(SIGUSR2);
+#else
     raise(SIGUSR2);
+#endif
     wait_for_snapshot();
     held = NULL;
 }
