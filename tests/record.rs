@@ -286,7 +286,8 @@ fn a_thread_blocking_the_suspend_signal_is_reported_not_waited_for() {
 fn snapshots_record_the_pause_and_the_threads_stopped() {
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile("thread_stack", dir.path());
-    let (_, paths) = record_with(&exe, dir.path(), &[]);
+    let (stderr, paths) = record_with(&exe, dir.path(), &[]);
+    assert!(stderr.contains("heapsnap: the program was stopped "), "{stderr}");
     let pause: u64 = meta(&paths[0], "capture.pause.ns").expect("capture.pause.ns").parse().expect("a number");
     assert!(pause > 0 && pause < 10_000_000_000, "pause {pause} ns");
     assert_eq!(meta(&paths[0], "capture.threads.stopped").as_deref(), Some("1"));

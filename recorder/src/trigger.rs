@@ -17,7 +17,8 @@
 //! interposed for that one signal, so the program installs and reads back its handler as usual, and
 //! the recorder's handler calls it after asking for the snapshot. The program's mask and flags other
 //! than `SA_SIGINFO` are not applied to its handler. A program that had no handler no longer dies of
-//! the signal (that is what asking for `--signal` means).
+//! the signal (that is what asking for `--signal` means). The suspend signal ([`crate::stop`]) is
+//! kept from the program the same way: it reads a default action for it and cannot change it.
 //!
 //! `fork`: `pthread_atfork` handlers take the snapshot lock and the table lock before the fork and
 //! release them in both processes, so the child never starts with a lock held by a thread it does
@@ -167,6 +168,15 @@ extern "C" fn on_trigger(signal: c_int, info: *mut libc::siginfo_t, context: *mu
 /// The C `sigaction` contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigaction(signal: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
+    if signal == stop::signal() && signal != 0 {
+        // The suspend signal stays ours: a program that takes over every real-time signal must not
+        // make the threads unstoppable. It sees a default action that it cannot change.
+        if !old.is_null() {
+            // SAFETY: the caller passes null or a valid sigaction structure.
+            unsafe { *old = core::mem::zeroed() };
+        }
+        return 0;
+    }
     let trigger = SIGNAL.load(Ordering::Acquire);
     if trigger == 0 || signal != trigger {
         return match real_sigaction() {
@@ -200,6 +210,9 @@ pub unsafe extern "C" fn sigaction(signal: c_int, act: *const libc::sigaction, o
 /// The C `signal` contract.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(signal: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    if signal == stop::signal() && signal != 0 {
+        return libc::SIG_DFL; // see `sigaction`
+    }
     let trigger = SIGNAL.load(Ordering::Acquire);
     if trigger == 0 || signal != trigger {
         let addr = resolve(&REAL_SIGNAL, c"signal");
