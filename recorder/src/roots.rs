@@ -8,7 +8,8 @@
 //! mappings come from `/proc/self/maps`, read into a caller's pre-mapped buffer.
 
 use core::ffi::{c_int, c_void};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::io;
 
 use hsnap::RootKind;
@@ -85,6 +86,33 @@ pub fn init() {
             STATIC_TLS.store(size, Ordering::Release);
         }
     }
+    // SAFETY: the callback only reads the headers it is given.
+    unsafe { libc::dl_iterate_phdr(Some(find_own_tls), ptr::null_mut()) };
+}
+
+/// Whether this library is a TLS module (it has a `PT_TLS` segment: the Rust runtime's
+/// thread-locals), which makes every thread's DTV one entry longer.
+static OWN_TLS_MODULE: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn find_own_tls(info: *mut libc::dl_phdr_info, _size: usize, _data: *mut c_void) -> c_int {
+    // SAFETY: dl_iterate_phdr passes a valid info whose `dlpi_phdr` points at `dlpi_phnum` headers.
+    let headers = unsafe {
+        let info = &*info;
+        if info.dlpi_phdr.is_null() {
+            return 0;
+        }
+        (info.dlpi_addr as usize, core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize))
+    };
+    let (base, headers) = headers;
+    let own = headers.iter().any(|h| {
+        let start = base + h.p_vaddr as usize;
+        h.p_type == libc::PT_LOAD && (start..start + h.p_memsz as usize).contains(&(&TABLE as *const _ as usize))
+    });
+    if own {
+        OWN_TLS_MODULE.store(headers.iter().any(|h| h.p_type == libc::PT_TLS), Ordering::Release);
+        return 1;
+    }
+    0
 }
 
 struct Segments<'r, 'a> {
@@ -291,7 +319,7 @@ const DTV_ENTRY: usize = 16;
 /// `dtv + 1` at `tp + 8`; the block that starts one entry below is shrunk by one entry. Blocks are
 /// in address order.
 pub fn discount_own_dtv_slot(blocks: &mut [crate::table::Entry], tps: impl Iterator<Item = usize>) {
-    if !cfg!(all(target_arch = "x86_64", target_env = "gnu")) {
+    if !cfg!(all(target_arch = "x86_64", target_env = "gnu")) || !OWN_TLS_MODULE.load(Ordering::Acquire) {
         return;
     }
     for tp in tps.filter(|&tp| tp != 0) {
@@ -327,9 +355,10 @@ unsafe extern "C" {
     static _r_debug: RDebug;
 }
 
-/// How much of a link map is scanned: the structure (about 1.1 KiB in glibc 2.36) and what the
-/// dynamic linker allocated right after it, at most to the end of its mapping.
-const LINK_MAP_SCAN: usize = 4096;
+/// How much of a link map is scanned: the structure (about 1.1 KiB in glibc 2.36) with some room,
+/// at most to the end of its mapping. Not more: the kernel may merge the dynamic linker's pages with
+/// a neighbouring anonymous mapping of ours.
+const LINK_MAP_SCAN: usize = 1536;
 
 /// Adds the dynamic linker's descriptors (`struct link_map`) of the objects loaded at startup. The
 /// dynamic linker allocates those from its own pages, not from the heap, and they hold the only
