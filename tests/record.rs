@@ -496,3 +496,31 @@ fn roots_follow_dlopen_and_dlclose() {
     }
     assert_eq!(at_exit, lost((77, 1), (0, 0), (0, 0)));
 }
+
+/// Stopping the world needs no `ptrace`, so it works in a process that gdb is tracing (where a
+/// ptrace-based stop, LeakSanitizer's, fails). gdb is told to pass the suspend signal through
+/// quietly, as the README says.
+#[test]
+fn threads_are_stopped_under_gdb() {
+    if Command::new("gdb").arg("--version").output().is_err() {
+        eprintln!("gdb not found: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("thread_stack", dir.path());
+    let snapshot = dir.path().join("gdb.hsnap");
+    let out = Command::new("gdb")
+        .args(["-q", "-batch", "-nx", "-ex", "set startup-with-shell off", "-ex", "handle SIG63 nostop noprint pass"])
+        .arg("-ex")
+        .arg(format!("set environment LD_PRELOAD {}", recorder().display()))
+        .arg("-ex")
+        .arg(format!("set environment HEAPSNAP_OUT {}", snapshot.display()))
+        .args(["-ex", "run"])
+        .arg(&exe)
+        .output()
+        .expect("gdb runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("exited normally"), "{text}");
+    assert_eq!(meta(&snapshot, "capture.threads.stopped").as_deref(), Some("1"), "{text}");
+    assert_eq!(verdict(&snapshot), lost((40, 1), (0, 0), (272, 1)));
+}
