@@ -12,9 +12,11 @@
 //!   or a signal handler that interrupted a hook) straight to the real allocator, unrecorded.
 //! - Its state never lives in the hooked heap: the live-block table ([`table`]) and every buffer of
 //!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
-//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, then
-//!   stops every other thread with a suspend signal ([`stop`], [`threads`]), scans from the roots
-//!   ([`roots`]), writes the file, and lets the threads go.
+//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, in
+//!   that order, then stops every other thread with a suspend signal ([`stop`], [`threads`]), scans
+//!   from the roots ([`roots`]), writes the file, and lets the threads go. So a hook must never
+//!   call into the dynamic linker (`dl_iterate_phdr`, `dladdr`, an unwinder that uses them) while
+//!   it holds the table lock: do such work before taking it.
 //! - Snapshots are taken from a `.fini_array` destructor at exit, after `exit` has run the program's
 //!   `atexit` handlers and the destructors of the objects loaded after this one; and, for a signal or
 //!   a timer, on the recorder's own thread ([`trigger`]), which also keeps the locks consistent
