@@ -224,6 +224,11 @@ fn blocks_in_thread_local_variables_are_reachable() {
 }
 
 #[test]
+fn block_in_a_register_of_the_exiting_thread_is_reachable() {
+    check("exit_register", lost((16, 1), (0, 0), (0, 0)));
+}
+
+#[test]
 fn leaks_made_in_worker_threads() {
     check("thread_leak", lost((64, 4), (256, 16), (0, 0)));
 }

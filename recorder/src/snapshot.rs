@@ -13,10 +13,10 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::io;
 
-use hsnap::{Edge, EdgeKind, Label, Node, Root, Sink, Writer};
+use hsnap::{Edge, EdgeKind, Label, Node, Root, RootKind, Sink, Writer};
 
 use crate::guard::Entered;
 use crate::roots::{self, Region, Regions};
@@ -151,6 +151,11 @@ pub fn at_exit() {
     let Some(_guard) = Entered::enter() else { return };
     // Taken first, here, so that the frames of the snapshot code below it are not scanned.
     let sp = stack_pointer();
+    // The exiting thread's registers matter too (memcheck scans them): the callee-saved ones may
+    // still hold a caller's local that no frame spilled. The others were clobbered by the calls.
+    for (slot, value) in CALLER_REGISTERS.iter().zip(callee_saved_registers()) {
+        slot.store(value, Ordering::Relaxed);
+    }
     crate::trigger::exiting();
     if !crate::trigger::at_exit_enabled() {
         return;
@@ -164,6 +169,31 @@ pub fn at_exit() {
 pub fn on_request(trigger: &'static [u8]) {
     if let Err(err) = take(None, trigger) {
         complain(b"writing the heap snapshot failed", &err);
+    }
+}
+
+/// The exiting thread's callee-saved registers, a root region while its snapshot is taken.
+static CALLER_REGISTERS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+
+/// x86-64: rbx, rbp, r12 to r15.
+#[inline(always)]
+fn callee_saved_registers() -> [usize; 6] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (a, b, c, d, e, f): (usize, usize, usize, usize, usize, usize);
+        // SAFETY: copies six registers into outputs; touches no memory.
+        unsafe {
+            core::arch::asm!(
+                "mov {a}, rbx", "mov {b}, rbp", "mov {c}, r12", "mov {d}, r13", "mov {e}, r14", "mov {f}, r15",
+                a = out(reg) a, b = out(reg) b, c = out(reg) c, d = out(reg) d, e = out(reg) e, f = out(reg) f,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+        [a, b, c, d, e, f]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        [0; 6]
     }
 }
 
@@ -295,6 +325,8 @@ fn capture(
         roots::stopped_thread(&mut regions, &maps, slot);
     }
     if let Some(sp) = caller_sp {
+        let registers = CALLER_REGISTERS.as_ptr() as usize;
+        regions.push(registers, registers + size_of_val(&CALLER_REGISTERS), RootKind::Register, false);
         roots::thread(&mut regions, &maps, sp.next_multiple_of(size_of::<usize>()), stop::thread_pointer());
     }
     let live = |start: usize, end: usize| {
