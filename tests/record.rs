@@ -529,3 +529,18 @@ fn threads_are_stopped_under_gdb() {
     assert_eq!(meta(&snapshot, "capture.threads.stopped").as_deref(), Some("1"), "{text}");
     assert_eq!(verdict(&snapshot), lost((40, 1), (0, 0), (272, 1)));
 }
+
+/// Threads created and ending while the world is being stopped: the stop lists `/proc/self/task`
+/// again until no new thread appears, and drops the ones that exit before they take the signal.
+#[test]
+fn threads_that_come_and_go_during_snapshots() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("churn", dir.path());
+    let (stderr, paths) = record_with(&exe, dir.path(), &["--every", "5ms", "--at-exit"]);
+    assert!(paths.len() >= 2, "{stderr}");
+    for path in &paths {
+        let lost = verdict(path);
+        assert_eq!((lost.definitely, lost.indirectly), ((0, 0), (0, 0)), "{}", path.display());
+        assert_eq!(meta(path, "capture.threads.missed").as_deref(), Some("0"), "{}", path.display());
+    }
+}
