@@ -322,13 +322,19 @@ pub fn parse_duration(text: &str) -> Result<Duration> {
     Ok(duration)
 }
 
-/// The leak report of a recorded snapshot, as text (what `heapsnap leaks SNAP` prints), and how long
-/// the recorder stopped the program to take it (`capture.pause.ns`), when it says.
-pub fn leak_summary(
-    snapshot: &Path,
-    progress: &crate::progress::Progress,
-    use_cache: bool,
-) -> Result<(String, Option<Duration>)> {
+/// What `heapsnap record` says about one snapshot.
+#[derive(Debug)]
+pub struct Summary {
+    /// The leak report, as `heapsnap leaks SNAP` prints it.
+    pub text: String,
+    /// How long the recorder stopped the program to take it (`capture.pause.ns`), when it says.
+    pub pause: Option<Duration>,
+    /// Still reachable bytes.
+    pub reachable_bytes: u64,
+}
+
+/// The leak report of a recorded snapshot and what the recorder says about it.
+pub fn leak_summary(snapshot: &Path, progress: &crate::progress::Progress, use_cache: bool) -> Result<Summary> {
     use crate::report::Report;
     use crate::report::leaks::{LeakOptions, LeakReport};
     let file = crate::import::open_any(snapshot, progress)?;
@@ -340,7 +346,8 @@ pub fn leak_summary(
         .map(Duration::from_nanos);
     let analysis = crate::cache::analyze(&heap, progress, use_cache, crate::cache::MIN_NODES);
     let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 20, members: false });
-    Ok((report.render(crate::report::Format::Text), pause))
+    let reachable_bytes = report.reachable.bytes;
+    Ok(Summary { text: report.render(crate::report::Format::Text), pause, reachable_bytes })
 }
 
 /// What `heapsnap record` prints after the run: the leak report of the program's last snapshot (as
@@ -350,9 +357,16 @@ pub fn report(recording: &Recording, progress: &crate::progress::Progress, use_c
     let mut out = String::new();
     match recording.last() {
         Some(last) => {
-            let (text, pause) = leak_summary(last, progress, use_cache)?;
-            out.push_str(&text);
-            if let Some(pause) = pause {
+            let summary = leak_summary(last, progress, use_cache)?;
+            out.push_str(&summary.text);
+            if summary.reachable_bytes > 0 {
+                out.push_str(
+                    "heapsnap: still reachable may exceed valgrind memcheck's by glibc's own buffers (stdio \
+                     buffers, the DTVs of cached thread stacks, the dynamic linker's tables), which memcheck \
+                     frees before it checks\n",
+                );
+            }
+            if let Some(pause) = summary.pause {
                 writeln!(out, "heapsnap: the program was stopped {:.3} s for this snapshot", pause.as_secs_f64())
                     .expect("writing to a String");
             }

@@ -111,9 +111,16 @@ fn verdict(snapshot: &Path) -> Lost {
 
 /// Runs the program under `heapsnap record` and reads the verdict from the (one) snapshot.
 fn recorded(exe: &Path, dir: &Path) -> Lost {
-    let (_, paths) = record_with(exe, dir, &[]);
+    let (stderr, paths) = record_with(exe, dir, &[]);
     assert_eq!(paths, [dir.join("out.hsnap")]);
-    verdict(&paths[0])
+    let lost = verdict(&paths[0]);
+    let reachable = stderr.lines().any(|l| l.trim_start().starts_with("still reachable") && !l.contains(" 0 B "));
+    assert_eq!(
+        stderr.contains("by glibc's own buffers"),
+        reachable,
+        "the note goes with still reachable bytes: {stderr}"
+    );
+    lost
 }
 
 /// A snapshot's metadata value.
@@ -293,6 +300,7 @@ fn snapshots_record_the_pause_and_the_threads_stopped() {
     let exe = compile("thread_stack", dir.path());
     let (stderr, paths) = record_with(&exe, dir.path(), &[]);
     assert!(stderr.contains("heapsnap: the program was stopped "), "{stderr}");
+    assert!(stderr.contains("still reachable may exceed valgrind memcheck's by glibc's own buffers"), "{stderr}");
     let pause: u64 = meta(&paths[0], "capture.pause.ns").expect("capture.pause.ns").parse().expect("a number");
     assert!(pause > 0 && pause < 10_000_000_000, "pause {pause} ns");
     assert_eq!(meta(&paths[0], "capture.threads.stopped").as_deref(), Some("1"));
