@@ -165,12 +165,24 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
-    /// Run a program with the recorder preloaded; at exit it writes a heap snapshot, whose leaks
-    /// are then printed to stderr. The program's output and exit status are passed through.
+    /// Run a program with the recorder preloaded; it writes heap snapshots (at exit by default),
+    /// and the leaks of the last one are then printed to stderr, with every snapshot's path. The
+    /// program's output and exit status are passed through.
     Record {
-        /// The snapshot's path (default: heapsnap-PID.hsnap; `%p` is replaced by the process id).
+        /// The snapshot's path (default: heapsnap-PID.hsnap, or heapsnap-PID-N.hsnap with --signal
+        /// or --every). `%p` is replaced by the process id, `%n` by the snapshot's number.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Snapshot at exit (the default when neither --signal nor --every is given).
+        #[arg(long)]
+        at_exit: bool,
+        /// Snapshot each time the program gets this signal (USR2, RTMIN+3, 12, ...); a handler the
+        /// program installs for it still runs.
+        #[arg(long, value_parser = heapsnap::record::parse_signal)]
+        signal: Option<i32>,
+        /// Snapshot periodically (500ms, 2s, 1m).
+        #[arg(long, value_parser = heapsnap::record::parse_duration)]
+        every: Option<std::time::Duration>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
@@ -357,18 +369,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ok)
         }
-        Command::Record { output, command } => {
-            let options =
-                heapsnap::record::RecordOptions { command: command.clone(), output: output.clone(), recorder: None };
+        Command::Record { output, at_exit, signal, every, command } => {
+            let options = heapsnap::record::RecordOptions {
+                command: command.clone(),
+                output: output.clone(),
+                recorder: None,
+                signal: *signal,
+                every: *every,
+                at_exit: *at_exit || (signal.is_none() && every.is_none()),
+            };
             let recording = heapsnap::record::run(&options)?;
-            let snapshot = &recording.snapshot;
-            if snapshot.is_file() {
-                let progress = Progress::stderr(cli.quiet);
-                eprint!("{}", heapsnap::record::leak_summary(snapshot, &progress, !cli.no_cache)?);
-                eprintln!("heapsnap: snapshot written to {}", snapshot.display());
-            } else {
-                eprintln!("heapsnap: no snapshot at {} (the program did not exit through exit())", snapshot.display());
-            }
+            let progress = Progress::stderr(cli.quiet);
+            eprint!("{}", heapsnap::record::report(&recording, &progress, !cli.no_cache)?);
             Ok(ExitCode::from(recording.exit_code()))
         }
         Command::BenchCapture { ops, repeat } => {

@@ -1,32 +1,44 @@
 //! `libheapsnap_recorder.so`: loaded with `LD_PRELOAD`, it records every heap block the program
-//! allocates and, when the program exits, writes an `.hsnap` snapshot of the live blocks, the
-//! pointers between them and the roots (globals and the stack) that reference them.
+//! allocates and writes `.hsnap` snapshots of the live blocks, the pointers between them and the
+//! roots (globals, and each thread's registers, stack and static TLS) that reference them: at exit,
+//! each time the process gets a chosen signal, or periodically.
 //!
-//! Design (see also `README.md`, section "Recording"):
+//! Design (see also `README.md`, section "Recording native programs"):
 //! - Every allocation entry point is defined here and forwards to the next definition, found with
 //!   `dlsym(RTLD_NEXT, …)`. `dlsym` itself calls `calloc` before the real one is known: those calls
 //!   are served from a small static pool ([`pool`]), whose blocks `free` and `realloc` recognise.
 //! - The recorder never re-enters itself: a per-thread guard ([`guard`], initial-exec TLS, no
-//!   destructor) sends allocations made while a hook runs straight to the real allocator, unrecorded.
+//!   destructor) sends allocations made while a hook runs (by the real allocator, the snapshot code,
+//!   or a signal handler that interrupted a hook) straight to the real allocator, unrecorded.
 //! - Its state never lives in the hooked heap: the live-block table ([`table`]) and every buffer of
 //!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
-//! - The snapshot ([`snapshot`]) is taken from a `.fini_array` destructor, after `exit` has run the
-//!   program's `atexit` handlers and the destructors of the objects loaded after this one.
+//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, in
+//!   that order, then stops every other thread with a suspend signal ([`stop`], [`threads`]), scans
+//!   from the roots ([`roots`]), writes the file, and lets the threads go. So a hook must never
+//!   call into the dynamic linker (`dl_iterate_phdr`, `dladdr`, an unwinder that uses them) while
+//!   it holds the table lock: do such work before taking it.
+//! - Snapshots are taken from a `.fini_array` destructor at exit, after `exit` has run the program's
+//!   `atexit` handlers and the destructors of the objects loaded after this one; and, for a signal or
+//!   a timer, on the recorder's own thread ([`trigger`]), which also keeps the locks consistent
+//!   across `fork`.
 //! - Each block's allocation stack ([`stacks`]: unwound by [`unwind`], interned in [`trie`], with
 //!   the module map of [`modules`]) is taken in the hook; the recorder's own Rust allocations come
 //!   from a private `mmap`'d allocator ([`alloc`]).
 //!
-//! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork` and
-//! signals that allocate while a hook holds the table's lock are not handled yet.
+//! Scope: Linux, glibc; x86-64 for registers (other architectures scan stacks but not registers).
 
 mod alloc;
 mod guard;
 mod modules;
 mod pool;
+mod roots;
 mod snapshot;
 mod stacks;
+mod stop;
 mod table;
+mod threads;
 mod trie;
+mod trigger;
 mod unwind;
 
 use core::ffi::{c_int, c_void};
@@ -447,6 +459,7 @@ extern "C" fn on_load() {
     if let Some(_guard) = Entered::enter() {
         resolve();
         stacks::on_load();
+        trigger::init();
     }
 }
 

@@ -231,6 +231,16 @@ impl Locked {
         }
     }
 
+    /// Takes the lock without a guard (before `fork`); [`Locked::release_held`] gives it back.
+    pub fn hold(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`Locked::hold`] (after `fork`, in the parent and in the child).
+    pub fn release_held(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+
     pub fn try_lock(&self) -> Option<TableGuard<'_>> {
         self.busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
