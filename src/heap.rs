@@ -5,13 +5,15 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use hsnap::{EdgeKind, Frame, Label, Snapshot};
+use hsnap::{EdgeKind, Label, Snapshot};
 use memmap2::Mmap;
 
 use crate::error::{Error, Result};
 use crate::graph::Graph;
 use crate::progress::Progress;
+use crate::symbolize::{LogicalFrame, SearchPath, Symbolizer};
 
 /// The bytes of a snapshot file, mapped read-only.
 pub struct SnapshotFile {
@@ -48,6 +50,8 @@ pub struct Heap<'a> {
     pub path: PathBuf,
     pub snap: Snapshot<'a>,
     pub graph: Graph,
+    /// Names frames on demand: nothing is opened until a report asks for a name.
+    symbols: Symbolizer,
 }
 
 impl<'a> Heap<'a> {
@@ -55,7 +59,8 @@ impl<'a> Heap<'a> {
         let format_error = |source| Error::Format { path: file.path().to_path_buf(), source };
         let snap = Snapshot::parse(file.bytes()).map_err(format_error)?;
         let graph = Graph::load(&snap, progress).map_err(format_error)?;
-        Ok(Heap { path: file.path().to_path_buf(), snap, graph })
+        let symbols = Symbolizer::new(SearchPath::from_env(&[]));
+        Ok(Heap { path: file.path().to_path_buf(), snap, graph, symbols })
     }
 
     pub fn type_name(&self, node: u32) -> Cow<'a, str> {
@@ -66,39 +71,42 @@ impl<'a> Heap<'a> {
         String::from_utf8_lossy(self.snap.string(id))
     }
 
-    /// One frame as people read it: `function (file:line)`, `module+0xoffset` or `0xaddress`.
+    /// Where binaries and debug files are looked for when frames are named, besides the recorded
+    /// paths, `HEAPSNAP_DEBUG_PATH` and `/usr/lib/debug` (see [`SearchPath::from_env`]).
+    pub fn with_debug_dirs(mut self, dirs: &[PathBuf]) -> Heap<'a> {
+        self.symbols = Symbolizer::new(SearchPath::from_env(dirs));
+        self
+    }
+
+    /// The symbolizer of this snapshot's frames: why some modules could not be symbolized, how
+    /// many were opened.
+    pub fn symbols(&self) -> &Symbolizer {
+        &self.symbols
+    }
+
+    /// The logical frames of one recorded frame, innermost first (inlined calls expand one return
+    /// address into several).
+    pub fn logical_frames(&self, frame: u32) -> Arc<[LogicalFrame]> {
+        self.symbols.frames(&self.snap, frame)
+    }
+
+    /// One frame as people read it (its innermost logical frame): `function (file:line)`,
+    /// `function+0x1a (libc.so.6)` from a symbol table, `module+0xoffset` or `0xaddress`.
     pub fn frame_name(&self, frame: u32) -> String {
-        match self.snap.frame(frame) {
-            Some(Frame::Symbol { function, file, line, .. }) => {
-                let function = if function == 0 { "??".into() } else { self.string(function) };
-                match (file, line) {
-                    (0, _) => function.into_owned(),
-                    (file, 0) => format!("{function} ({})", self.string(file)),
-                    (file, line) => format!("{function} ({}:{line})", self.string(file)),
-                }
-            }
-            Some(Frame::InModule { module, offset }) => {
-                let path = self.snap.modules().get(module as usize).map(|m| self.string(m.path));
-                let path = path.unwrap_or_default();
-                let base = path.rsplit('/').next().unwrap_or_default();
-                format!("{base}+{offset:#x}")
-            }
-            Some(Frame::Absolute(address)) => format!("{address:#x}"),
-            None => "??".to_string(),
-        }
+        self.logical_frames(frame).first().map_or_else(|| "??".to_string(), |f| f.name.to_string())
     }
 
-    /// An allocation site: the innermost frame of a stack.
+    /// An allocation site: the innermost logical frame of a stack that is not allocator plumbing
+    /// (the recorder, the malloc family, `operator new`, the standard libraries: see
+    /// [`crate::symbolize::plumbing`]); the innermost frame when every frame is plumbing. Stable
+    /// across runs: module offsets and source lines do not move with the load address.
     pub fn site_name(&self, stack: u32) -> String {
-        match self.snap.stack_frames(stack).next() {
-            Some(frame) => self.frame_name(frame),
-            None => "(no stack)".to_string(),
-        }
+        self.symbols.site(&self.snap, stack)
     }
 
-    /// Every frame of a stack, innermost first.
+    /// Every logical frame of a stack, innermost first.
     pub fn stack_names(&self, stack: u32) -> Vec<String> {
-        self.snap.stack_frames(stack).map(|f| self.frame_name(f)).collect()
+        self.symbols.stack(&self.snap, stack).into_iter().map(|f| f.name.to_string()).collect()
     }
 
     pub fn label_name(&self, label: Label) -> Option<String> {

@@ -9,6 +9,7 @@ pub mod analysis;
 pub mod atomic;
 pub mod bench;
 pub mod cache;
+pub mod capture_bench;
 pub mod diff;
 pub mod error;
 pub mod graph;
@@ -18,6 +19,7 @@ pub mod progress;
 pub mod record;
 pub mod report;
 pub mod suppress;
+pub mod symbolize;
 pub mod synth;
 
 pub use error::{Error, Result};

@@ -31,6 +31,11 @@ struct Cli {
     /// Neither read nor write the analysis cache (SNAP.hscache) of large snapshots.
     #[arg(long, global = true)]
     no_cache: bool,
+    /// Also look here for the binaries of recorded modules (by file name, build id checked) and for
+    /// separate debug files (DIR/.build-id/xx/rest.debug); repeatable. HEAPSNAP_DEBUG_PATH adds more
+    /// (separated by `:`), /usr/lib/debug comes last.
+    #[arg(long, global = true, value_name = "DIR")]
+    debug_dir: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -160,15 +165,37 @@ enum Command {
         #[arg(long)]
         truth: Option<PathBuf>,
     },
-    /// Run a program with the recorder preloaded; at exit it writes a heap snapshot, whose leaks
-    /// are then printed to stderr. The program's output and exit status are passed through.
+    /// Run a program with the recorder preloaded; it writes heap snapshots (at exit by default),
+    /// and the leaks of the last one are then printed to stderr, with every snapshot's path. The
+    /// program's output and exit status are passed through.
     Record {
-        /// The snapshot's path (default: heapsnap-PID.hsnap; `%p` is replaced by the process id).
+        /// The snapshot's path (default: heapsnap-PID.hsnap, or heapsnap-PID-N.hsnap with --signal
+        /// or --every). `%p` is replaced by the process id, `%n` by the snapshot's number.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Snapshot at exit (the default when neither --signal nor --every is given).
+        #[arg(long)]
+        at_exit: bool,
+        /// Snapshot each time the program gets this signal (USR2, RTMIN+3, 12, ...); a handler the
+        /// program installs for it still runs.
+        #[arg(long, value_parser = heapsnap::record::parse_signal)]
+        signal: Option<i32>,
+        /// Snapshot periodically (500ms, 2s, 1m).
+        #[arg(long, value_parser = heapsnap::record::parse_duration)]
+        every: Option<std::time::Duration>,
         /// The program and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Benchmark of capture: an allocation-heavy C workload natively, under the recorder, under
+    /// heaptrack and under valgrind; prints wall time and peak memory as ratios to native.
+    BenchCapture {
+        /// Allocator operations per run.
+        #[arg(long, default_value_t = 2_000_000)]
+        ops: u64,
+        /// Runs of the native and recorder cases (the fastest is kept).
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
     },
     /// Benchmark: load and analyse synthetic heaps of these sizes; prints times and peak memory.
     Bench {
@@ -222,9 +249,18 @@ fn main() -> ExitCode {
 fn with_analysis<T>(cli: &Cli, path: &Path, f: impl FnOnce(&Heap<'_>, &Analysis) -> Result<T>) -> Result<T> {
     let progress = Progress::stderr(cli.quiet);
     let opened = heapsnap::import::open_any(path, &progress)?;
-    let heap = opened.load(&progress)?;
+    let heap = opened.load(&progress)?.with_debug_dirs(&cli.debug_dir);
     let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
-    f(&heap, &analysis)
+    let result = f(&heap, &analysis);
+    print_notes(&heap);
+    result
+}
+
+/// Says on stderr which modules could not be symbolized and why (once each).
+fn print_notes(heap: &Heap<'_>) {
+    for note in heap.symbols().notes() {
+        eprintln!("heapsnap: note: {note}");
+    }
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
@@ -265,7 +301,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Diff { snapshots, by, format, limit } => {
             let progress = Progress::stderr(cli.quiet);
             let files = snapshots.iter().map(|p| open_any(p, &progress)).collect::<Result<Vec<_>>>()?;
-            let heaps = files.iter().map(|f| f.load(&progress)).collect::<Result<Vec<_>>>()?;
+            let heaps = files
+                .iter()
+                .map(|f| f.load(&progress).map(|h| h.with_debug_dirs(&cli.debug_dir)))
+                .collect::<Result<Vec<_>>>()?;
             let last = heaps.last().expect("clap requires two or three");
             let analysis = cache::analyze(last, &progress, !cli.no_cache, cache::MIN_NODES);
             let new = Side { heap: last, analysis: &analysis };
@@ -277,6 +316,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 DiffReport::build(base, new, *by, *limit).render(*format)
             };
             print(&text)?;
+            heaps.iter().for_each(print_notes);
             Ok(ok)
         }
         Command::Check { snapshot, baseline, max_leaked, max_growth, suppressions, report, format, limit } => {
@@ -296,8 +336,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let progress = Progress::stderr(cli.quiet);
             let file = open_any(snapshot, &progress)?;
             let base_file = baseline.as_deref().map(|p| open_any(p, &progress)).transpose()?;
-            let heap = file.load(&progress)?;
-            let base_heap = base_file.as_ref().map(|f| f.load(&progress)).transpose()?;
+            let heap = file.load(&progress)?.with_debug_dirs(&cli.debug_dir);
+            let base_heap =
+                base_file.as_ref().map(|f| f.load(&progress).map(|h| h.with_debug_dirs(&cli.debug_dir))).transpose()?;
             let analysis = cache::analyze(&heap, &progress, !cli.no_cache, cache::MIN_NODES);
             let base_analysis =
                 base_heap.as_ref().map(|h| cache::analyze(h, &progress, !cli.no_cache, cache::MIN_NODES));
@@ -309,6 +350,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 file.write_all((result.markdown() + "\n").as_bytes()).map_err(Error::io(path))?;
             }
             print(&result.render(*format))?;
+            print_notes(&heap);
+            base_heap.iter().for_each(print_notes);
             Ok(if result.pass { ok } else { ExitCode::from(1) })
         }
         Command::Synth { output, nodes, edges_per_node, seed, far_edges, truth } => {
@@ -326,19 +369,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ok)
         }
-        Command::Record { output, command } => {
-            let options =
-                heapsnap::record::RecordOptions { command: command.clone(), output: output.clone(), recorder: None };
+        Command::Record { output, at_exit, signal, every, command } => {
+            let options = heapsnap::record::RecordOptions {
+                command: command.clone(),
+                output: output.clone(),
+                recorder: None,
+                signal: *signal,
+                every: *every,
+                at_exit: *at_exit || (signal.is_none() && every.is_none()),
+            };
             let recording = heapsnap::record::run(&options)?;
-            let snapshot = &recording.snapshot;
-            if snapshot.is_file() {
-                let progress = Progress::stderr(cli.quiet);
-                eprint!("{}", heapsnap::record::leak_summary(snapshot, &progress, !cli.no_cache)?);
-                eprintln!("heapsnap: snapshot written to {}", snapshot.display());
-            } else {
-                eprintln!("heapsnap: no snapshot at {} (the program did not exit through exit())", snapshot.display());
-            }
+            let progress = Progress::stderr(cli.quiet);
+            eprint!("{}", heapsnap::record::report(&recording, &progress, !cli.no_cache)?);
             Ok(ExitCode::from(recording.exit_code()))
+        }
+        Command::BenchCapture { ops, repeat } => {
+            let options = heapsnap::capture_bench::CaptureOptions { ops: *ops, repeat: *repeat, recorder: None };
+            let quiet = cli.quiet;
+            let results = heapsnap::capture_bench::run(&options, |step| {
+                if !quiet {
+                    eprintln!("heapsnap: running {step}");
+                }
+            })?;
+            print(&heapsnap::capture_bench::table(&results, *ops))?;
+            Ok(ok)
         }
         Command::Bench { nodes, dir, far_edges, petgraph, keep, one, v8, memlab, synthetic, scripts } => {
             if let Some(path) = one {

@@ -6,8 +6,6 @@
 
 use std::path::Path;
 
-use hsnap::Frame;
-
 use crate::error::{Error, Result};
 use crate::heap::Heap;
 
@@ -17,10 +15,12 @@ use crate::heap::Heap;
 pub enum Kind {
     /// The leader's type name.
     Type,
-    /// The function of any frame of the leader's allocation stack (for an unsymbolized frame, the
-    /// way reports name it: `module+0xoffset` or `0xaddress`).
+    /// The function of any logical frame of the leader's allocation stack (symbolized offline when
+    /// it was recorded as a module offset; for a frame that cannot be, the way reports name it:
+    /// `module+0xoffset` or `0xaddress`).
     Function,
-    /// The source file of any frame (for a frame in a module, the module's path).
+    /// The source file of any logical frame (for a frame named from a symbol table only or not at
+    /// all, the module's path).
     File,
     /// Any of the three.
     Any,
@@ -87,8 +87,13 @@ impl Suppressions {
             return None;
         }
         let type_name = heap.type_name(leader);
-        let frames: Vec<(String, String)> =
-            heap.snap.stack_frames(heap.graph.stack[leader as usize]).map(|f| frame_parts(heap, f)).collect();
+        let frames: Vec<(String, String)> = heap
+            .snap
+            .stack_frames(heap.graph.stack[leader as usize])
+            .flat_map(|f| {
+                heap.logical_frames(f).iter().map(|l| (l.function.to_string(), l.file.to_string())).collect::<Vec<_>>()
+            })
+            .collect();
         self.rules.iter().position(|rule| {
             let on_type = || glob(&rule.pattern, &type_name);
             let on_function = || frames.iter().any(|(function, _)| glob(&rule.pattern, function));
@@ -100,20 +105,6 @@ impl Suppressions {
                 Kind::Any => on_type() || on_function() || on_file(),
             }
         })
-    }
-}
-
-/// A frame's function and file, as suppressions match them.
-fn frame_parts(heap: &Heap<'_>, frame: u32) -> (String, String) {
-    match heap.snap.frame(frame) {
-        Some(Frame::Symbol { function, file, .. }) => {
-            (heap.string(function).into_owned(), heap.string(file).into_owned())
-        }
-        Some(Frame::InModule { module, .. }) => {
-            let path = heap.snap.modules().get(module as usize).map(|m| heap.string(m.path).into_owned());
-            (heap.frame_name(frame), path.unwrap_or_default())
-        }
-        _ => (heap.frame_name(frame), String::new()),
     }
 }
 

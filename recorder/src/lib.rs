@@ -1,25 +1,45 @@
 //! `libheapsnap_recorder.so`: loaded with `LD_PRELOAD`, it records every heap block the program
-//! allocates and, when the program exits, writes an `.hsnap` snapshot of the live blocks, the
-//! pointers between them and the roots (globals and the stack) that reference them.
+//! allocates and writes `.hsnap` snapshots of the live blocks, the pointers between them and the
+//! roots (globals, and each thread's registers, stack and static TLS) that reference them: at exit,
+//! each time the process gets a chosen signal, or periodically.
 //!
-//! Design (see also `README.md`, section "Recording"):
+//! Design (see also `README.md`, section "Recording native programs"):
 //! - Every allocation entry point is defined here and forwards to the next definition, found with
 //!   `dlsym(RTLD_NEXT, …)`. `dlsym` itself calls `calloc` before the real one is known: those calls
 //!   are served from a small static pool ([`pool`]), whose blocks `free` and `realloc` recognise.
 //! - The recorder never re-enters itself: a per-thread guard ([`guard`], initial-exec TLS, no
-//!   destructor) sends allocations made while a hook runs straight to the real allocator, unrecorded.
+//!   destructor) sends allocations made while a hook runs (by the real allocator, the snapshot code,
+//!   or a signal handler that interrupted a hook) straight to the real allocator, unrecorded.
 //! - Its state never lives in the hooked heap: the live-block table ([`table`]) and every buffer of
 //!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
-//! - The snapshot ([`snapshot`]) is taken from a `.fini_array` destructor, after `exit` has run the
-//!   program's `atexit` handlers and the destructors of the objects loaded after this one.
+//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, in
+//!   that order, then stops every other thread with a suspend signal ([`stop`], [`threads`]), scans
+//!   from the roots ([`roots`]), writes the file, and lets the threads go. So a hook must never
+//!   call into the dynamic linker (`dl_iterate_phdr`, `dladdr`, an unwinder that uses them) while
+//!   it holds the table lock: do such work before taking it.
+//! - Snapshots are taken from a `.fini_array` destructor at exit, after `exit` has run the program's
+//!   `atexit` handlers and the destructors of the objects loaded after this one; and, for a signal or
+//!   a timer, on the recorder's own thread ([`trigger`]), which also keeps the locks consistent
+//!   across `fork`.
+//! - Each block's allocation stack ([`stacks`]: unwound by [`unwind`], interned in [`trie`], with
+//!   the module map of [`modules`]) is taken in the hook; the recorder's own Rust allocations come
+//!   from a private `mmap`'d allocator ([`alloc`]).
 //!
-//! Scope: single-threaded programs. Other threads are neither stopped nor scanned, and `fork`,
-//! signals that allocate while a hook holds the lock, and allocation stacks are not handled yet.
+//! Scope: Linux, glibc; x86-64 for registers (other architectures scan stacks but not registers).
 
+mod alloc;
 mod guard;
+mod modules;
 mod pool;
+mod roots;
 mod snapshot;
+mod stacks;
+mod stop;
 mod table;
+mod threads;
+mod trie;
+mod trigger;
+mod unwind;
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
@@ -83,7 +103,12 @@ static STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
 
 /// Resolves the real allocator once. Must be called with the guard held, so that the allocations
 /// `dlsym` makes take the unrecorded path (the static pool). Returns whether it is resolved.
+#[inline]
 fn resolve() -> bool {
+    // The common case, without the locked compare-exchange below.
+    if STATE.load(Ordering::Acquire) == READY {
+        return true;
+    }
     match STATE.compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {}
         Err(READY) => return true,
@@ -121,7 +146,7 @@ fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value };
 }
 
-fn usable_size(p: *mut c_void) -> usize {
+pub(crate) fn usable_size(p: *mut c_void) -> usize {
     match real!(usable, UsableFn) {
         // SAFETY: `p` is a live block of the real allocator.
         Some(f) => unsafe { f(p) },
@@ -129,12 +154,15 @@ fn usable_size(p: *mut c_void) -> usize {
     }
 }
 
+#[inline(always)]
 fn record(p: *mut c_void, size: usize) {
     if p.is_null() {
         return;
     }
-    let usable = usable_size(p);
-    TABLE.lock().insert(p as usize, size, usable);
+    // The usable size is asked for at snapshot time, when it matters (one call per live block
+    // instead of one per allocation).
+    let stack = stacks::current();
+    TABLE.lock().insert(p as usize, size, 0, stack);
 }
 
 // Unrecorded paths, taken while the guard is held: the real allocator once known, else the pool.
@@ -264,6 +292,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
         return ptr::null_mut();
     }
     let Some(f) = real!(realloc, ReallocFn) else { return ptr::null_mut() };
+    let stack = stacks::current();
     // The lock is held across the real call so that no other thread can be handed the old
     // address while the table still lists it.
     let mut table = TABLE.lock();
@@ -275,8 +304,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             table.reinsert(entry);
         }
     } else {
-        let usable = usable_size(q);
-        table.insert(q as usize, size, usable);
+        table.insert(q as usize, size, 0, stack);
     }
     q
 }
@@ -430,6 +458,8 @@ pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size
 extern "C" fn on_load() {
     if let Some(_guard) = Entered::enter() {
         resolve();
+        stacks::on_load();
+        trigger::init();
     }
 }
 

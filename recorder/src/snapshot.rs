@@ -1,23 +1,26 @@
-//! The snapshot written at exit. Nothing on this path allocates: the live blocks are copied into an
-//! `mmap`'d array, `/proc/self/maps` and `/proc/self/cmdline` are read with `read(2)` into `mmap`'d
-//! buffers, and the `hsnap::Writer` streams through an `mmap`'d buffer into a raw file descriptor.
+//! Taking a snapshot: at exit, or on the recorder's thread when a signal or the timer asks. Nothing
+//! on this path allocates: the live blocks are copied into an `mmap`'d array, `/proc/self/maps` and
+//! `/proc/self/cmdline` are read with `read(2)` into `mmap`'d buffers, and the `hsnap::Writer`
+//! streams through an `mmap`'d buffer into a raw file descriptor.
 //!
-//! Roots, as LeakSanitizer and memcheck take them for a single thread: every aligned word of the
-//! writable `PT_LOAD` segments of every loaded object (minus `PT_GNU_RELRO`, read-only by then, and
-//! minus this library's own data), and of the current stack from the stack pointer to its end.
-//! Registers do not matter at exit. Words in the real allocator's own data (glibc's `main_arena`)
-//! that point at the header of the chunk after a live block (its top-chunk and bin pointers) are
-//! the allocator's bookkeeping, not references: memcheck, whose allocator lives outside the
-//! program, never sees them, so they are not roots here either. Other threads' stacks and registers, and static TLS blocks, are
-//! not scanned yet.
+//! Every other thread is stopped first ([`crate::stop`]); the roots ([`crate::roots`]) are the
+//! writable segments of every loaded object and each thread's registers, stack and static TLS.
+//! Words in the real allocator's own data (glibc's `main_arena`) that point at the header of the
+//! chunk after a live block (its top-chunk and bin pointers) are the allocator's bookkeeping, not
+//! references: memcheck, whose allocator lives outside the program, never sees them, so they are not
+//! roots here either. The world stays stopped until the nodes, edges and roots are written; the
+//! pause is recorded as `capture.pause.ns`.
 
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::io;
 
 use hsnap::{Edge, EdgeKind, Label, Node, Root, RootKind, Sink, Writer};
 
 use crate::guard::Entered;
+use crate::roots::{self, Region, Regions};
+use crate::stop;
 use crate::table::{self, Entry, TABLE};
 
 /// A raw file descriptor as a [`Sink`]: `write(2)` until done, retrying on `EINTR`.
@@ -81,7 +84,8 @@ impl Drop for Mapped {
     }
 }
 
-const MAX_RANGES: usize = 4096;
+/// Mappings read from `/proc/self/maps`, at most.
+const MAX_MAPPINGS: usize = 1 << 16;
 const WRITE_BUFFER: usize = 1 << 20;
 const TEXT_BUFFER: usize = 64 << 10;
 
@@ -108,14 +112,88 @@ fn complain(what: &[u8], err: &io::Error) {
     }
 }
 
-/// The `.fini_array` entry: takes the snapshot of this thread's view of the heap.
+/// Serialises snapshots (the exit path, the recorder's thread) and `fork` (see [`crate::trigger`]).
+pub static SNAPSHOTS: SpinLock = SpinLock::new();
+/// Snapshots written by this process (the `%n` of `$HEAPSNAP_OUT`).
+static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+/// Set in a child after `fork`: its file name must differ from the parent's.
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// A lock that spins and yields, never allocates, and can be held across `fork`.
+pub struct SpinLock(AtomicBool);
+
+impl SpinLock {
+    pub const fn new() -> SpinLock {
+        SpinLock(AtomicBool::new(false))
+    }
+
+    pub fn acquire(&self) {
+        while self.0.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            // SAFETY: sched_yield has no preconditions.
+            unsafe { libc::sched_yield() };
+        }
+    }
+
+    pub fn release(&self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// In a child after `fork`: numbering starts again, under a name of its own.
+pub fn after_fork_child() {
+    SEQUENCE.store(0, Ordering::Release);
+    FORKED.store(true, Ordering::Release);
+}
+
+/// The `.fini_array` entry: takes the snapshot at exit, unless only other triggers were asked for.
 #[inline(never)]
 pub fn at_exit() {
     let Some(_guard) = Entered::enter() else { return };
     // Taken first, here, so that the frames of the snapshot code below it are not scanned.
     let sp = stack_pointer();
-    if let Err(err) = take(sp) {
+    // The exiting thread's registers matter too (memcheck scans them): the callee-saved ones may
+    // still hold a caller's local that no frame spilled. The others were clobbered by the calls.
+    for (slot, value) in CALLER_REGISTERS.iter().zip(callee_saved_registers()) {
+        slot.store(value, Ordering::Relaxed);
+    }
+    crate::trigger::exiting();
+    if !crate::trigger::at_exit_enabled() {
+        return;
+    }
+    if let Err(err) = take(Some(sp), b"exit") {
         complain(b"writing the heap snapshot failed", &err);
+    }
+}
+
+/// A snapshot asked for by a signal or the timer; called on the recorder's thread (guard held).
+pub fn on_request(trigger: &'static [u8]) {
+    if let Err(err) = take(None, trigger) {
+        complain(b"writing the heap snapshot failed", &err);
+    }
+}
+
+/// The exiting thread's callee-saved registers, a root region while its snapshot is taken.
+static CALLER_REGISTERS: [AtomicUsize; 6] = [const { AtomicUsize::new(0) }; 6];
+
+/// x86-64: rbx, rbp, r12 to r15.
+#[inline(always)]
+fn callee_saved_registers() -> [usize; 6] {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (a, b, c, d, e, f): (usize, usize, usize, usize, usize, usize);
+        // SAFETY: copies six registers into outputs; touches no memory.
+        unsafe {
+            core::arch::asm!(
+                "mov {a}, rbx", "mov {b}, rbp", "mov {c}, r12", "mov {d}, r13", "mov {e}, r14", "mov {f}, r15",
+                a = out(reg) a, b = out(reg) b, c = out(reg) c, d = out(reg) d, e = out(reg) e, f = out(reg) f,
+                options(nomem, nostack, preserves_flags)
+            )
+        };
+        [a, b, c, d, e, f]
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        [0; 6]
     }
 }
 
@@ -140,32 +218,146 @@ fn stack_pointer() -> usize {
     sp
 }
 
-#[inline(never)]
-fn take(sp: usize) -> io::Result<()> {
-    let table = TABLE.lock();
+/// What one snapshot is asked to do, and its outcome, handed through `dl_iterate_phdr`.
+struct Job {
+    /// The calling thread's stack pointer when its stack is a root (at exit); `None` on the
+    /// recorder's own thread, whose stack holds nothing of the program's.
+    caller_sp: Option<usize>,
+    trigger: &'static [u8],
+    result: io::Result<()>,
+}
 
+/// Takes a snapshot. Lock order: the snapshot lock, then the loader's lock (held by running the
+/// whole snapshot inside a `dl_iterate_phdr` callback, as LeakSanitizer does), then the table lock;
+/// then every other thread is stopped, so none is stopped holding any of them.
+fn take(caller_sp: Option<usize>, trigger: &'static [u8]) -> io::Result<()> {
+    SNAPSHOTS.acquire();
+    let mut job = Job { caller_sp, trigger, result: Ok(()) };
+    // SAFETY: the callback runs `take_locked` once with our `Job`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(with_loader_lock), (&mut job as *mut Job).cast()) };
+    SNAPSHOTS.release();
+    job.result
+}
+
+unsafe extern "C" fn with_loader_lock(_info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
+    // SAFETY: `take` passes its `Job`.
+    let job = unsafe { &mut *data.cast::<Job>() };
+    job.result = take_locked(job.caller_sp, job.trigger);
+    1 // once is enough
+}
+
+/// The stopped world and the clock of the pause.
+struct Pause {
+    world: Option<stop::World>,
+    since: u64,
+    ns: u64,
+}
+
+impl Pause {
+    /// Resumes the world (once) and returns how long it was stopped.
+    fn end(&mut self) -> u64 {
+        if let Some(world) = self.world.take() {
+            stop::resume(world);
+            self.ns = stop::now_ns().saturating_sub(self.since);
+        }
+        self.ns
+    }
+}
+
+/// What the writer needs besides the blocks and the regions.
+struct Capture {
+    pid: u64,
+    sequence: u64,
+    trigger: &'static [u8],
+    dropped: u64,
+    threads_stopped: usize,
+    threads_missed: usize,
+    threads_listed: bool,
+}
+
+#[inline(never)]
+fn take_locked(caller_sp: Option<usize>, trigger: &'static [u8]) -> io::Result<()> {
+    let table = TABLE.lock();
+    let mut text = Mapped::new(TEXT_BUFFER)?;
+    let since = stop::now_ns();
+    let world = stop::stop_all(crate::trigger::recorder_tid(), text.bytes());
+    let mut pause = Pause { world: Some(world), since, ns: 0 };
+    let result = capture(caller_sp, trigger, &table, &mut pause, &mut text);
+    pause.end();
+    drop(table);
+    result
+}
+
+fn capture(
+    caller_sp: Option<usize>,
+    trigger: &'static [u8],
+    table: &table::Table,
+    pause: &mut Pause,
+    text: &mut Mapped,
+) -> io::Result<()> {
     // The live blocks, in address order.
     let mut blocks_map = Mapped::new((table.len() + 1) * size_of::<Entry>())?;
     let blocks = blocks_map.entries(table.len());
     let n = table.copy_to(blocks);
     let blocks = &mut blocks[..n];
     blocks.sort_unstable_by_key(|e| e.addr);
+    for b in blocks.iter_mut() {
+        b.usable = crate::usable_size(b.addr as *mut c_void);
+    }
+    if let Some(world) = pause.world.as_ref() {
+        let tps = world.stopped().map(|s| s.tp).chain(caller_sp.map(|_| stop::thread_pointer()));
+        roots::discount_own_dtv_slot(blocks, tps);
+    }
     let blocks = &*blocks;
 
-    // Roots: writable segments, then the stack.
-    let ranges_map = Mapped::new(MAX_RANGES * size_of::<Range>())?;
-    // SAFETY: the mapping is zeroed (a valid `Range`), aligned and large enough for `MAX_RANGES`.
-    let ranges = unsafe { core::slice::from_raw_parts_mut(ranges_map.ptr.cast::<Range>(), MAX_RANGES) };
-    let globals = writable_segments(ranges);
-    let mut text = Mapped::new(TEXT_BUFFER)?;
-    let stack = stack_range(sp, text.bytes())?;
+    // Roots: writable segments, then each thread's registers, stack and TLS.
+    let mut regions_map = Mapped::new(roots::MAX_REGIONS * size_of::<Region>())?;
+    // SAFETY: the mapping is zeroed (a valid `Region`: kind 0 is `Global`), aligned and large enough.
+    let regions_buf = unsafe {
+        core::slice::from_raw_parts_mut(regions_map.bytes().as_mut_ptr().cast::<Region>(), roots::MAX_REGIONS)
+    };
+    let mut regions = Regions::new(regions_buf);
+    roots::writable_segments(&mut regions);
+    let mut spans_map = Mapped::new(MAX_MAPPINGS * size_of::<roots::Span>())?;
+    // SAFETY: as above; a zeroed `Span` is valid.
+    let spans =
+        unsafe { core::slice::from_raw_parts_mut(spans_map.bytes().as_mut_ptr().cast::<roots::Span>(), MAX_MAPPINGS) };
+    let maps = roots::Maps::read(spans, text.bytes())?;
+    let Some(world) = pause.world.as_ref() else { return Ok(()) };
+    for slot in world.stopped() {
+        roots::stopped_thread(&mut regions, &maps, slot);
+    }
+    if let Some(sp) = caller_sp {
+        let registers = CALLER_REGISTERS.as_ptr() as usize;
+        regions.push(registers, registers + size_of_val(&CALLER_REGISTERS), RootKind::Register, false);
+        roots::thread(&mut regions, &maps, sp.next_multiple_of(size_of::<usize>()), stop::thread_pointer());
+    }
+    let live = |start: usize, end: usize| {
+        world.stopped().any(|s| (start..end).contains(&s.sp)) || caller_sp.is_some_and(|sp| (start..end).contains(&sp))
+    };
+    roots::cached_thread_descriptors(&mut regions, &maps, live);
+    roots::link_maps(&mut regions, &maps, |at| find(blocks, at).is_some());
 
-    // The file: PATH.tmp.PID, renamed to PATH when complete.
     // SAFETY: getpid has no preconditions.
     let pid = unsafe { libc::getpid() } as u64;
+    let sequence = SEQUENCE.fetch_add(1, Ordering::AcqRel) + 1;
+    let info = Capture {
+        pid,
+        sequence,
+        trigger,
+        dropped: table.dropped,
+        threads_stopped: world.stopped_count(),
+        threads_missed: world.missed,
+        threads_listed: world.listed,
+    };
+    if info.threads_missed > 0 {
+        complain_count(b"threads not stopped in time (blocking the suspend signal?), not scanned", info.threads_missed);
+    }
+
+    // The file: PATH.tmp.PID, renamed to PATH when complete.
     let mut path = [0u8; 4096];
     let mut tmp = [0u8; 4200];
-    let path_len = output_path(&mut path, pid);
+    let path_len = output_path(&mut path, pid, sequence);
     {
         let mut digits = [0u8; 20];
         let parts: [&[u8]; 3] = [&path[..path_len], b".tmp.", decimal(&mut digits, pid)];
@@ -183,7 +375,7 @@ fn take(sp: usize) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(errno()));
     }
     let mut buffer = Mapped::new(WRITE_BUFFER)?;
-    let written = write(FdSink(fd), buffer.bytes(), blocks, globals_of(ranges, globals), stack, pid, &mut text, &table);
+    let written = write(FdSink(fd), buffer.bytes(), blocks, regions.as_slice(), &info, text, pause);
     // SAFETY: closes the descriptor opened above, once.
     let closed = unsafe { libc::close(fd) };
     let result = written.and_then(|()| {
@@ -199,13 +391,41 @@ fn take(sp: usize) -> io::Result<()> {
     if result.is_err() {
         // SAFETY: `tmp` is NUL-terminated.
         unsafe { libc::unlink(tmp.as_ptr().cast()) };
+    } else {
+        list_written(pid, &path[..path_len]);
     }
-    drop(table);
     result
 }
 
-fn globals_of(ranges: &[Range], n: usize) -> &[Range] {
-    &ranges[..n]
+/// Appends `PID<TAB>PATH` to `$HEAPSNAP_LIST`, if set: how `heapsnap record` learns which
+/// snapshots the program (and its forked children) wrote.
+fn list_written(pid: u64, path: &[u8]) {
+    // SAFETY: getenv with a NUL-terminated name; the value is read at once.
+    let env = unsafe { libc::getenv(c"HEAPSNAP_LIST".as_ptr()) };
+    if env.is_null() {
+        return;
+    }
+    let mut line = [0u8; 4200];
+    let mut digits = [0u8; 20];
+    let len = concat(&mut line, &[decimal(&mut digits, pid), b"\t", path, b"\n"]);
+    // SAFETY: a NUL-terminated path from the environment; one O_APPEND write keeps lines whole.
+    unsafe {
+        let fd = libc::open(env, libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+        if fd >= 0 {
+            libc::write(fd, line.as_ptr().cast(), len);
+            libc::close(fd);
+        }
+    }
+}
+
+/// Writes "heapsnap-recorder: WHAT: N" to standard error without allocating.
+fn complain_count(what: &[u8], count: usize) {
+    let mut digits = [0u8; 20];
+    let n = decimal(&mut digits, count as u64);
+    for part in [b"heapsnap-recorder: ".as_slice(), what, b": ", n, b"\n"] {
+        // SAFETY: writes a live slice to the standard error descriptor.
+        unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+    }
 }
 
 /// Concatenates `parts` into `out` with a terminating NUL (truncating); returns the length.
@@ -223,116 +443,66 @@ fn concat(out: &mut [u8], parts: &[&[u8]]) -> usize {
     len
 }
 
-/// `$HEAPSNAP_OUT` (with `%p` replaced by the process id) or `heapsnap-PID.hsnap`, NUL-terminated.
-fn output_path(out: &mut [u8; 4096], pid: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let pid_text = decimal(&mut digits, pid);
+/// Whether this process is not the program `heapsnap record` started but one of its descendants:
+/// a child it forked, or a program such a child executed (`$HEAPSNAP_PARENT` is the pid of
+/// `heapsnap record`, the program's parent).
+fn is_descendant() -> bool {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u64;
+    FORKED.load(Ordering::Acquire) || crate::trigger::env_number(c"HEAPSNAP_PARENT").is_some_and(|p| p != parent)
+}
+
+/// `$HEAPSNAP_OUT` or `heapsnap-%p.hsnap`, NUL-terminated, with `%p` replaced by the process id and
+/// `%n` by the snapshot's sequence number. In a descendant of the recorded program (see
+/// [`is_descendant`]), a pattern without `%p` gets `.PID` appended, so that it never overwrites the
+/// program's snapshot.
+fn output_path(out: &mut [u8; 4096], pid: u64, sequence: u64) -> usize {
+    let mut pid_digits = [0u8; 20];
+    let pid_text = decimal(&mut pid_digits, pid);
+    let mut seq_digits = [0u8; 20];
+    let seq_text = decimal(&mut seq_digits, sequence);
     // SAFETY: getenv with a NUL-terminated name; the result is read before anything changes the
-    // environment (the program is exiting, and this thread runs the exit path).
+    // environment (the other threads are stopped).
     let env = unsafe { libc::getenv(c"HEAPSNAP_OUT".as_ptr()) };
-    if env.is_null() || unsafe { *env } == 0 {
-        return concat(out, &[b"heapsnap-", pid_text, b".hsnap"]);
-    }
-    // SAFETY: a non-null getenv result is a NUL-terminated string.
-    let value = unsafe { core::ffi::CStr::from_ptr(env) }.to_bytes();
+    let value: &[u8] = if env.is_null() {
+        b""
+    } else {
+        // SAFETY: a non-null getenv result is a NUL-terminated string.
+        unsafe { core::ffi::CStr::from_ptr(env) }.to_bytes()
+    };
+    let value: &[u8] = if value.is_empty() { b"heapsnap-%p.hsnap" } else { value };
     let mut len = 0;
-    let mut i = 0;
-    while i < value.len() {
-        let (piece, step): (&[u8], usize) =
-            if value[i..].starts_with(b"%p") { (pid_text, 2) } else { (&value[i..i + 1], 1) };
+    let mut push = |piece: &[u8], out: &mut [u8; 4096]| {
         for &b in piece {
             if len + 1 < out.len() {
                 out[len] = b;
                 len += 1;
             }
         }
-        i += step;
+    };
+    let mut i = 0;
+    while i < value.len() {
+        if value[i..].starts_with(b"%p") {
+            push(pid_text, out);
+            i += 2;
+        } else if value[i..].starts_with(b"%n") {
+            push(seq_text, out);
+            i += 2;
+        } else {
+            push(&value[i..i + 1], out);
+            i += 1;
+        }
+    }
+    if is_descendant() && !value.windows(2).any(|w| w == b"%p") {
+        push(b".", out);
+        push(pid_text, out);
     }
     out[len] = 0;
     len
 }
 
-/// A root region: start, end, and whether it belongs to the object that holds the real malloc.
-#[derive(Clone, Copy)]
-#[repr(C)]
-struct Range {
-    start: usize,
-    end: usize,
-    allocator: bool,
-}
-
-struct Segments<'a> {
-    ranges: &'a mut [Range],
-    n: usize,
-    /// An address inside the real allocator's code (its `malloc`).
-    allocator: usize,
-}
-
-/// Fills `ranges` with the writable, non-RELRO parts of every loaded object's `PT_LOAD` segments,
-/// except this library's. Returns how many.
-fn writable_segments(ranges: &mut [Range]) -> usize {
-    let allocator = crate::REAL.malloc.load(core::sync::atomic::Ordering::Acquire);
-    let mut state = Segments { ranges, n: 0, allocator };
-    // SAFETY: the callback only reads the headers it is given and writes into `state`, which
-    // outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(each_object), (&mut state as *mut Segments<'_>).cast()) };
-    state.n
-}
-
-unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
-    // SAFETY: dl_iterate_phdr passes a valid info and our `Segments` as `data`.
-    let (info, state) = unsafe { (&*info, &mut *data.cast::<Segments<'_>>()) };
-    if info.dlpi_phdr.is_null() {
-        return 0;
-    }
-    // SAFETY: `dlpi_phdr` points at `dlpi_phnum` program headers.
-    let headers = unsafe { core::slice::from_raw_parts(info.dlpi_phdr, info.dlpi_phnum as usize) };
-    let base = info.dlpi_addr as usize;
-    let holds = |addr: usize| {
-        headers.iter().any(|h| {
-            h.p_type == libc::PT_LOAD && {
-                let start = base + h.p_vaddr as usize;
-                (start..start + h.p_memsz as usize).contains(&addr)
-            }
-        })
-    };
-    if holds(&TABLE as *const _ as usize) {
-        return 0;
-    }
-    let allocator = holds(state.allocator);
-    let relro = headers
-        .iter()
-        .find(|h| h.p_type == libc::PT_GNU_RELRO)
-        .map(|h| (base + h.p_vaddr as usize, base + (h.p_vaddr + h.p_memsz) as usize))
-        .unwrap_or((0, 0));
-    for h in headers.iter().filter(|h| h.p_type == libc::PT_LOAD && h.p_flags & libc::PF_W != 0) {
-        let start = base + h.p_vaddr as usize;
-        let end = start + h.p_memsz as usize;
-        // The segment minus the RELRO range: up to two pieces.
-        for (s, e) in [(start, end.min(relro.0)), (start.max(relro.1), end)] {
-            if s < e && state.n < state.ranges.len() {
-                state.ranges[state.n] = Range { start: s, end: e, allocator };
-                state.n += 1;
-            }
-        }
-    }
-    0
-}
-
-fn parse_hex(text: &[u8]) -> Option<usize> {
-    let mut value = 0usize;
-    if text.is_empty() {
-        return None;
-    }
-    for &c in text {
-        let digit = (c as char).to_digit(16)? as usize;
-        value = value.checked_mul(16)?.checked_add(digit)?;
-    }
-    Some(value)
-}
-
 /// Reads a file into `buf` with `read(2)`, keeping what fits; returns the length read.
-fn read_file(path: &core::ffi::CStr, buf: &mut [u8], mut line: impl FnMut(&[u8])) -> io::Result<usize> {
+pub fn read_file(path: &core::ffi::CStr, buf: &mut [u8], mut line: impl FnMut(&[u8])) -> io::Result<usize> {
     // SAFETY: a NUL-terminated path.
     let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -378,22 +548,6 @@ fn read_file(path: &core::ffi::CStr, buf: &mut [u8], mut line: impl FnMut(&[u8])
     Ok(total)
 }
 
-/// The part of the mapping that holds `sp`, from `sp` (aligned up) to the mapping's end.
-fn stack_range(sp: usize, buf: &mut [u8]) -> io::Result<(usize, usize)> {
-    let mut found = (sp, sp);
-    read_file(c"/proc/self/maps", buf, |line| {
-        let range = line.split(|&b| b == b' ').next().unwrap_or(b"");
-        let mut bounds = range.split(|&b| b == b'-');
-        if let (Some(Some(start)), Some(Some(end))) = (bounds.next().map(parse_hex), bounds.next().map(parse_hex))
-            && start <= sp
-            && sp < end
-        {
-            found = (sp.next_multiple_of(size_of::<usize>()), end);
-        }
-    })?;
-    Ok(found)
-}
-
 /// The block that `word` points into, and whether it points at its start.
 fn find(blocks: &[Entry], word: usize) -> Option<(u32, bool)> {
     let after = blocks.partition_point(|b| b.addr <= word);
@@ -429,12 +583,12 @@ fn write(
     sink: FdSink,
     buffer: &mut [u8],
     blocks: &[Entry],
-    globals: &[Range],
-    stack: (usize, usize),
-    pid: u64,
+    regions: &[Region],
+    info: &Capture,
     text: &mut Mapped,
-    table: &table::Table,
+    pause: &mut Pause,
 ) -> io::Result<()> {
+    let pid = info.pid;
     let mut w = Writer::new(sink, buffer)?;
     let mut digits = [0u8; 20];
     w.meta(b"producer", b"heapsnap-recorder")?;
@@ -471,12 +625,28 @@ fn write(
             w.meta(b"process.arg", arg)?;
         }
     }
-    if table.dropped > 0 {
-        w.meta(b"x.recorder.dropped", decimal(&mut digits, table.dropped))?;
+    if info.dropped > 0 {
+        w.meta(b"x.recorder.dropped", decimal(&mut digits, info.dropped))?;
     }
-    w.meta(b"x.recorder.threads", b"calling thread only")?;
+    w.meta(b"capture.trigger", info.trigger)?;
+    w.meta(b"capture.sequence", decimal(&mut digits, info.sequence))?;
+    if info.threads_listed {
+        w.meta(b"capture.threads.stopped", decimal(&mut digits, info.threads_stopped as u64))?;
+        w.meta(b"capture.threads.missed", decimal(&mut digits, info.threads_missed as u64))?;
+    } else {
+        w.meta(b"capture.threads.stopped", b"unknown: /proc/self/task unreadable; only the calling thread scanned")?;
+    }
 
-    // One type for now; allocation stacks come later (every node has stack 0).
+    crate::stacks::write(&mut w)?;
+    if crate::stacks::depth() == 0 {
+        w.meta(b"x.recorder.stacks", b"off")?;
+    } else {
+        w.meta(b"x.recorder.stack.depth", decimal(&mut digits, crate::stacks::depth() as u64))?;
+    }
+    if crate::trie::dropped() > 0 {
+        w.meta(b"x.recorder.stack.dropped", decimal(&mut digits, crate::trie::dropped()))?;
+    }
+
     let name = w.string(b"block")?;
     let block_type = w.type_(name)?;
     for b in blocks {
@@ -485,7 +655,7 @@ fn write(
             address: b.addr as u64,
             size: b.size as u64,
             type_id: block_type,
-            stack: 0,
+            stack: b.stack,
             flags: 0,
         })?;
     }
@@ -515,9 +685,8 @@ fn write(
         }
     }
 
-    let stack = Range { start: stack.0, end: stack.1, allocator: false };
-    let regions = globals.iter().map(|&r| (r, RootKind::Global)).chain([(stack, RootKind::Stack)]);
-    for (range, kind) in regions {
+    for range in regions {
+        let kind = range.kind;
         words(range.start, range.end, |_, word| {
             if let Some((node, at_start)) = hit(word) {
                 let b = &blocks[node as usize];
@@ -525,11 +694,14 @@ fn write(
                     // glibc's pointer to the chunk that follows this block: bookkeeping.
                     return Ok(());
                 }
-                w.root(&Root { node, kind, interior: !at_start, name: 0 })?;
+                w.root(&Root { node, kind, interior: !at_start && !range.whole, name: 0 })?;
             }
             Ok(())
         })?;
     }
+    // Everything that needed the world stopped is written: let it go, and say for how long.
+    let paused = pause.end();
+    w.meta(b"capture.pause.ns", decimal(&mut digits, paused))?;
     w.finish()?;
     Ok(())
 }

@@ -14,8 +14,11 @@ pub struct Entry {
     pub serial: u64,
     /// What the program asked for.
     pub size: usize,
-    /// What `malloc_usable_size` reports: the program may use the slack.
+    /// What `malloc_usable_size` reports (the program may use the slack): filled in by the
+    /// snapshot for the blocks it writes, 0 before.
     pub usable: usize,
+    /// Allocation stack id in [`crate::trie`], 0 for none.
+    pub stack: u32,
 }
 
 pub struct Table {
@@ -125,7 +128,7 @@ impl Table {
     }
 
     /// Records a new block and gives it the next serial number.
-    pub fn insert(&mut self, addr: usize, size: usize, usable: usize) {
+    pub fn insert(&mut self, addr: usize, size: usize, usable: usize, stack: u32) {
         if addr == 0 {
             return;
         }
@@ -135,7 +138,7 @@ impl Table {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.place(Entry { addr, serial, size, usable });
+        self.place(Entry { addr, serial, size, usable, stack });
         self.len += 1;
     }
 
@@ -226,6 +229,16 @@ impl Locked {
                 unsafe { libc::sched_yield() };
             }
         }
+    }
+
+    /// Takes the lock without a guard (before `fork`); [`Locked::release_held`] gives it back.
+    pub fn hold(&self) {
+        core::mem::forget(self.lock());
+    }
+
+    /// Releases a lock taken with [`Locked::hold`] (after `fork`, in the parent and in the child).
+    pub fn release_held(&self) {
+        self.busy.store(false, Ordering::Release);
     }
 
     pub fn try_lock(&self) -> Option<TableGuard<'_>> {

@@ -1,0 +1,2 @@
+/* The library dlopen.c loads: one writable global. */
+void *stash;

@@ -1,0 +1,2 @@
+#define MASKED
+#include "thread_stack.c"
