@@ -208,6 +208,22 @@ fn realloc_to_zero_frees() {
 }
 
 #[test]
+fn valloc_and_a_failed_realloc() {
+    // valloc 300 + the 70-byte block that a failed realloc leaves in place
+    check("page_aligned", lost((370, 2), (0, 0), (0, 0)));
+}
+
+/// memcheck (3.19) aborts the program at `pvalloc`, so this one has only its expected figures:
+/// glibc rounds `pvalloc(100)` up to a page and `pvalloc(0)` to nothing (a block of no bytes).
+#[test]
+fn pvalloc_rounds_up_to_whole_pages() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("pvalloc", dir.path());
+    let page = 4096; // x86-64 Linux
+    assert_eq!(recorded(&exe, dir.path()), lost((page, 2), (0, 0), (0, 0)));
+}
+
+#[test]
 fn block_on_a_running_threads_stack_is_reachable() {
     // Without stopping and scanning the worker, its 100-byte block would be definitely lost.
     check("thread_stack", lost((40, 1), (0, 0), (272, 1)));

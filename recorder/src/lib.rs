@@ -406,7 +406,8 @@ pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
     let page = page_size();
-    let Some(rounded) = size.max(1).checked_next_multiple_of(page) else {
+    // glibc rounds 0 to 0 (a minimum chunk), not to a page.
+    let Some(rounded) = size.checked_next_multiple_of(page) else {
         set_errno(libc::ENOMEM);
         return ptr::null_mut();
     };
