@@ -1,6 +1,7 @@
-//! The snapshot written at exit. Nothing on this path allocates: the live blocks are copied into an
-//! `mmap`'d array, `/proc/self/maps` and `/proc/self/cmdline` are read with `read(2)` into `mmap`'d
-//! buffers, and the `hsnap::Writer` streams through an `mmap`'d buffer into a raw file descriptor.
+//! The snapshot, written at exit or on demand (`take`). Nothing on this path allocates: the live
+//! blocks are copied into an `mmap`'d array, `/proc/self/maps` and `/proc/self/cmdline` are read
+//! with `read(2)` into `mmap`'d buffers, and the `hsnap::Writer` streams through an `mmap`'d buffer
+//! into a raw file descriptor.
 //!
 //! Roots, as LeakSanitizer and memcheck take them for a single thread: every aligned word of the
 //! writable `PT_LOAD` segments of every loaded object (minus `PT_GNU_RELRO`, read-only by then, and
@@ -99,7 +100,7 @@ fn decimal(buf: &mut [u8; 20], mut value: u64) -> &[u8] {
 }
 
 /// Writes a line to standard error without allocating.
-fn complain(what: &[u8], err: &io::Error) {
+pub(crate) fn complain(what: &[u8], err: &io::Error) {
     let mut digits = [0u8; 20];
     let code = decimal(&mut digits, err.raw_os_error().unwrap_or(0) as u64);
     for part in [b"heapsnap-recorder: ".as_slice(), what, b": errno ", code, b"\n"] {
@@ -114,13 +115,13 @@ pub fn at_exit() {
     let Some(_guard) = Entered::enter() else { return };
     // Taken first, here, so that the frames of the snapshot code below it are not scanned.
     let sp = stack_pointer();
-    if let Err(err) = take(sp) {
+    if let Err(err) = take(sp, None) {
         complain(b"writing the heap snapshot failed", &err);
     }
 }
 
 #[inline(always)]
-fn stack_pointer() -> usize {
+pub(crate) fn stack_pointer() -> usize {
     let sp: usize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: copies the stack pointer into a register; touches no memory.
@@ -140,8 +141,10 @@ fn stack_pointer() -> usize {
     sp
 }
 
+/// Writes a snapshot to `target` (at most 4095 bytes, no NUL), or when `None` to `$HEAPSNAP_OUT`
+/// or `heapsnap-PID.hsnap`; the stack is scanned from `sp` up. Called with the guard held.
 #[inline(never)]
-fn take(sp: usize) -> io::Result<()> {
+pub(crate) fn take(sp: usize, target: Option<&[u8]>) -> io::Result<()> {
     let table = TABLE.lock();
 
     // The live blocks, in address order.
@@ -168,7 +171,10 @@ fn take(sp: usize) -> io::Result<()> {
     let pid = unsafe { libc::getpid() } as u64;
     let mut path = [0u8; 4096];
     let mut tmp = [0u8; 4200];
-    let path_len = output_path(&mut path, pid);
+    let path_len = match target {
+        Some(target) => concat(&mut path, &[target]),
+        None => output_path(&mut path, pid),
+    };
     {
         let mut digits = [0u8; 20];
         let parts: [&[u8]; 3] = [&path[..path_len], b".tmp.", decimal(&mut digits, pid)];
@@ -299,7 +305,7 @@ unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, da
             }
         })
     };
-    if holds(&TABLE as *const _ as usize) {
+    if !crate::front::linked() && holds(&TABLE as *const _ as usize) {
         return 0;
     }
     let allocator = holds(state.allocator);

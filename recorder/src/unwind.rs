@@ -86,7 +86,8 @@ mod imp {
     static SLOTS: [Slot; CACHES] =
         [const { Slot { busy: AtomicBool::new(false), cache: UnsafeCell::new(None) } }; CACHES];
 
-    /// The recorder's own code, whose frames are skipped: (start, end), 0..0 until known.
+    /// The recorder's own code, whose frames are skipped: (start, end), 0..0 until known; empty
+    /// (1..1) when the recorder is linked into the program.
     static OWN_START: AtomicU64 = AtomicU64::new(0);
     static OWN_END: AtomicU64 = AtomicU64::new(0);
 
@@ -131,8 +132,11 @@ mod imp {
             let live = m.live.load(Ordering::Relaxed);
             let installed = m.installed.load(Ordering::Relaxed);
             if live && m.code.0 <= own && own < m.code.1 {
-                OWN_START.store(m.code.0, Ordering::Relaxed);
-                OWN_END.store(m.code.1, Ordering::Relaxed);
+                // Linked into the program (see `front.rs`), this module is the program's: no frame
+                // is skipped. The empty range is still nonzero: the list has been read.
+                let (start, end) = if crate::front::linked() { (1, 1) } else { m.code };
+                OWN_START.store(start, Ordering::Relaxed);
+                OWN_END.store(end, Ordering::Relaxed);
             }
             let own_module = m.code.0 <= own && own < m.code.1;
             if live && !installed && m.eh_frame.1 > 0 && m.code.1 > m.code.0 && (own_module || !frame_pointers_only()) {
