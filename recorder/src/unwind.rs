@@ -183,6 +183,7 @@ mod imp {
     }
 
     /// Takes a free cache slot (waiting on one when all are busy).
+    #[inline]
     fn take_slot() -> &'static Slot {
         let mut i = 0;
         loop {
@@ -274,6 +275,7 @@ mod imp {
     /// This thread's [`Recent`]. Only a hook with the re-entry guard held calls this, once per
     /// capture, so the reference is never shared (a signal handler that interrupts a capture finds
     /// the guard set, and its allocations take the unrecorded path).
+    #[inline]
     fn recent() -> &'static mut Recent {
         let at: usize;
         // SAFETY: computes the address of this thread's copy of the `.tbss` symbol above: the
@@ -373,6 +375,7 @@ mod imp {
     /// (`len` when the stack's bounds exclude them), or `None` when all do. The slots are aligned
     /// (they were read before) and increasing, so checking the first and the last against the
     /// bounds covers all of them.
+    #[inline]
     fn first_change(prev: &Previous, from: usize, len: usize, sp: u64, top: u64) -> Option<usize> {
         if from >= len {
             return None;
@@ -403,6 +406,7 @@ mod imp {
     static OFFSETS: [(AtomicU64, AtomicU64); 64] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; 64];
     const AMBIGUOUS: u64 = u64::MAX;
 
+    #[inline]
     fn offset_slot(ip: u64) -> &'static (AtomicU64, AtomicU64) {
         &OFFSETS[(ip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize]
     }
@@ -417,6 +421,7 @@ mod imp {
         (offset != 0 && offset != AMBIGUOUS).then_some(offset)
     }
 
+    #[inline]
     fn learn_offset(ip: u64, offset: u64) {
         let (key, slot) = offset_slot(ip);
         let current = key.load(Ordering::Acquire);
@@ -437,6 +442,7 @@ mod imp {
     /// so only the first and then every 64th asks the loader whether anything changed.
     static STALE: AtomicU64 = AtomicU64::new(0);
 
+    #[inline]
     fn stale_worth_checking() -> bool {
         STALE.fetch_add(1, Ordering::Relaxed) % 64 == 0
     }
@@ -575,6 +581,7 @@ mod imp {
         options(att_syntax)
     );
 
+    #[inline]
     fn bounds() -> (u64, u64) {
         let (low, high): (u64, u64);
         // SAFETY: reads the 16 bytes of this thread's static TLS that the symbol above reserves.
@@ -608,6 +615,7 @@ mod imp {
     }
 
     /// The top of the stack mapping that holds `sp`; `sp` itself (no reads allowed) when unknown.
+    #[inline]
     fn stack_top(sp: u64) -> u64 {
         let (low, high) = bounds();
         if low <= sp && sp < high {
