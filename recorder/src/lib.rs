@@ -155,12 +155,14 @@ pub(crate) fn resolve() -> bool {
     true
 }
 
+#[inline]
 pub(crate) fn set_errno(value: c_int) {
     // SAFETY: __errno_location returns this thread's errno, always valid.
     unsafe { *libc::__errno_location() = value };
 }
 
 /// What `malloc_usable_size` says of a live block of the real allocator (0 before it is resolved).
+#[inline]
 pub(crate) fn usable_size(p: *mut c_void) -> usize {
     match real!(usable, UsableFn) {
         // SAFETY: `p` is a live block of the real allocator.
@@ -204,10 +206,12 @@ pub mod preload {
         crate::record(p, size)
     }
 
+    #[inline]
     pub fn set_errno(value: c_int) {
         crate::set_errno(value)
     }
 
+    #[inline]
     pub fn usable_size(p: *mut c_void) -> usize {
         crate::usable_size(p)
     }
