@@ -2,7 +2,7 @@
 # The snapshot pause on a big heap: a C program holding BLOCKS blocks of SIZE bytes (default 1M x
 # 1 KiB = 1 GiB) asks for a snapshot with SIGUSR2; prints the time the world was stopped
 # (capture.pause.ns, from the snapshot's META), the whole run's wall time and the snapshot size.
-#   cargo build --release -p heapsnap -p heapsnap-recorder && scripts/pause-bench.sh [BLOCKS [SIZE]]
+#   cargo build --release -p heapsnap -p heapsnap-preload && scripts/pause-bench.sh [BLOCKS [SIZE]]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 blocks="${1:-1000000}" size="${2:-1024}"

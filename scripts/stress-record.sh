@@ -2,7 +2,7 @@
 # Runs tests/record/stress.c under `heapsnap record --signal USR2 --every 50ms --at-exit` N times
 # (default 100) and reports hangs (a run still going after 60 s), failures (exit status or output
 # changed) and snapshots that do not load. Needs a release build:
-#   cargo build --release -p heapsnap -p heapsnap-recorder && scripts/stress-record.sh 100
+#   cargo build --release -p heapsnap -p heapsnap-preload && scripts/stress-record.sh 100
 set -uo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-100}"

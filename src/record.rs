@@ -87,7 +87,7 @@ pub fn find_recorder() -> Result<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("."));
     [dir.join(LIBRARY), dir.join("..").join(LIBRARY)].into_iter().find(|p| p.is_file()).ok_or_else(|| {
         Error::Usage(format!(
-            "cannot find {LIBRARY} next to {} (build it with `cargo build --release -p heapsnap-recorder`, \
+            "cannot find {LIBRARY} next to {} (build it with `cargo build --release -p heapsnap-preload`, \
              or set HEAPSNAP_RECORDER to its path)",
             exe.display()
         ))

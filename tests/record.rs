@@ -32,7 +32,7 @@ fn recorder() -> &'static Path {
         let lib = profile_dir.join(heapsnap::record::LIBRARY);
         let target_dir = profile_dir.parent().expect("target/PROFILE");
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "heapsnap-recorder"]).env("CARGO_TARGET_DIR", target_dir);
+        build.args(["build", "--quiet", "-p", "heapsnap-preload"]).env("CARGO_TARGET_DIR", target_dir);
         match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("release") => {
                 build.arg("--release");
@@ -46,7 +46,7 @@ fn recorder() -> &'static Path {
         let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
         assert!(
             matches!(status, Ok(s) if s.success()) && lib.is_file(),
-            "could not build {} ({status:?}); run `cargo build --release -p heapsnap-recorder` first",
+            "could not build {} ({status:?}); run `cargo build --release -p heapsnap-preload` first",
             lib.display()
         );
         lib

@@ -22,7 +22,7 @@ fn recorder() -> &'static Path {
         let lib = profile_dir.join(heapsnap::record::LIBRARY);
         let target_dir = profile_dir.parent().expect("target/PROFILE");
         let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "heapsnap-recorder"]).env("CARGO_TARGET_DIR", target_dir);
+        build.args(["build", "--quiet", "-p", "heapsnap-preload"]).env("CARGO_TARGET_DIR", target_dir);
         match profile_dir.file_name().and_then(|n| n.to_str()) {
             Some("release") => {
                 build.arg("--release");

@@ -1,10 +1,12 @@
-//! The recorder's own Rust allocator: `mmap`'d memory, never the hooked `malloc`.
+//! The `LD_PRELOAD` recorder's own Rust allocator: `mmap`'d memory, never the hooked `malloc`.
 //!
 //! The unwinder ([`crate::unwind`], built on `framehop`) keeps its module list and rule cache in
-//! `Vec`s and `Box`es. In a cdylib those would go through `System`, that is through the very
-//! `malloc` this library defines: a hook would re-enter itself, and the unwinder's memory would
-//! show up as program blocks. This `#[global_allocator]` gives every Rust allocation inside the
-//! recorder a private heap instead.
+//! `Vec`s and `Box`es. In the preloaded library those would go through `System`, that is through
+//! the very `malloc` it defines: a hook would re-enter itself, and the unwinder's memory would
+//! show up as program blocks. That library declares [`MmapAlloc`] its `#[global_allocator]`, which
+//! gives every Rust allocation inside it a private heap instead. (A Rust program that links this
+//! crate has [`crate::Recorder`] as its global allocator instead, which sends the unwinder's
+//! allocations, made with the re-entry guard held, to `System` unrecorded.)
 //!
 //! Design: power-of-two size classes from 16 bytes to 64 KiB, each with a free list (an intrusive
 //! singly linked list through the free blocks) behind its own spinlock; fresh blocks are carved
@@ -56,23 +58,36 @@ impl Class {
     }
 }
 
-/// The allocator; see the module documentation.
-pub struct MmapAlloc {
-    classes: [Class; CLASSES],
-}
+/// The allocator (see the module documentation): a handle on the one set of size classes, so that
+/// a fork handler can reach them whoever declared the allocator.
+pub struct MmapAlloc(());
+
+struct Classes([Class; CLASSES]);
 
 // SAFETY: each class's cells are only touched with its spinlock held.
-unsafe impl Sync for MmapAlloc {}
+unsafe impl Sync for Classes {}
+
+static CLASSES_STATE: Classes = Classes([const { Class::new() }; CLASSES]);
 
 impl MmapAlloc {
     pub const fn new() -> MmapAlloc {
-        MmapAlloc { classes: [const { Class::new() }; CLASSES] }
+        MmapAlloc(())
+    }
+
+    fn classes(&self) -> &'static [Class; CLASSES] {
+        &CLASSES_STATE.0
+    }
+}
+
+impl Default for MmapAlloc {
+    fn default() -> MmapAlloc {
+        MmapAlloc::new()
     }
 }
 
 /// Frees every class lock (in the child of a fork; see `stacks::after_fork_in_child`).
 pub fn release_all() {
-    for class in &ALLOCATOR.classes {
+    for class in &CLASSES_STATE.0 {
         class.unlock();
     }
 }
@@ -96,7 +111,7 @@ unsafe impl GlobalAlloc for MmapAlloc {
             return map(layout.size().next_multiple_of(PAGE));
         };
         let size = 1usize << (index as u32 + MIN_SHIFT);
-        let class = &self.classes[index];
+        let class = &self.classes()[index];
         class.lock();
         // SAFETY: the class lock is held: these cells are ours.
         let block = unsafe {
@@ -129,7 +144,7 @@ unsafe impl GlobalAlloc for MmapAlloc {
             unmap(p, layout.size().next_multiple_of(PAGE));
             return;
         };
-        let class = &self.classes[index];
+        let class = &self.classes()[index];
         class.lock();
         // SAFETY: `p` is a block of this class that its owner gives back; the lock is held.
         unsafe {
@@ -150,7 +165,3 @@ unsafe impl GlobalAlloc for MmapAlloc {
         p
     }
 }
-
-/// Every Rust allocation of the recorder (the unwinder's) goes here, never to the hooked malloc.
-#[global_allocator]
-static ALLOCATOR: MmapAlloc = MmapAlloc::new();

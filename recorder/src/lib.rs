@@ -1,36 +1,42 @@
-//! `libheapsnap_recorder.so`: loaded with `LD_PRELOAD`, it records every heap block the program
-//! allocates and writes `.hsnap` snapshots of the live blocks, the pointers between them and the
-//! roots (globals, and each thread's registers, stack and static TLS) that reference them: at exit,
-//! each time the process gets a chosen signal, or periodically.
+//! The heap recorder: it keeps every live heap block a program allocates (address, size, serial
+//! number, allocation stack) and writes `.hsnap` snapshots of them, with the pointers between them
+//! and the roots (globals, and each thread's registers, stack and static TLS) that reference them.
 //!
-//! Design (see also `README.md`, section "Recording native programs"):
-//! - Every allocation entry point is defined here and forwards to the next definition, found with
-//!   `dlsym(RTLD_NEXT, …)`. `dlsym` itself calls `calloc` before the real one is known: those calls
-//!   are served from a small static pool ([`pool`]), whose blocks `free` and `realloc` recognise.
+//! It has two fronts, which feed the same machinery:
+//! - [`Recorder`], a `#[global_allocator]` for Rust programs: it wraps [`std::alloc::System`] and
+//!   records each block; [`snapshot`] writes a snapshot on demand, [`snapshot_at_exit`] when the
+//!   program exits.
+//! - `libheapsnap_recorder.so` (the `heapsnap-preload` crate, `preload/`), loaded with
+//!   `LD_PRELOAD` into any Linux program: it defines the C malloc family and snapshots at exit, each
+//!   time the process gets a chosen signal, or periodically ([`trigger`]). It builds its hooks from the pieces in [`preload`] (not a stable interface).
+//!
+//! This crate defines no C symbol and no global allocator of its own, so linking it interposes
+//! nothing.
+//!
+//! Design (see also `README.md`, sections "Allocation stacks" and "Rust programs"):
 //! - The recorder never re-enters itself: a per-thread guard ([`guard`], initial-exec TLS, no
-//!   destructor) sends allocations made while a hook runs (by the real allocator, the snapshot code,
-//!   or a signal handler that interrupted a hook) straight to the real allocator, unrecorded.
-//! - Its state never lives in the hooked heap: the live-block table ([`table`]) and every buffer of
-//!   the snapshot are `mmap`'d, behind a spinlock that cannot allocate.
-//! - A snapshot ([`snapshot`]) holds the snapshot lock, the loader's lock and the table lock, in
-//!   that order, then stops every other thread with a suspend signal ([`stop`], [`threads`]), scans
-//!   from the roots ([`roots`]), writes the file, and lets the threads go. So a hook must never
-//!   call into the dynamic linker (`dl_iterate_phdr`, `dladdr`, an unwinder that uses them) while
-//!   it holds the table lock: do such work before taking it.
-//! - Snapshots are taken from a `.fini_array` destructor at exit, after `exit` has run the program's
-//!   `atexit` handlers and the destructors of the objects loaded after this one; and, for a signal or
-//!   a timer, on the recorder's own thread ([`trigger`]), which also keeps the locks consistent
-//!   across `fork`.
+//!   destructor) sends allocations made while it records straight to the real allocator,
+//!   unrecorded.
+//! - Its state never lives in the recorded heap: the live-block table ([`table`]) and every buffer
+//!   of the snapshot are `mmap`'d, behind a spinlock that cannot allocate. The unwinder's own Rust
+//!   allocations are made with the guard held: in the `LD_PRELOAD` library they go to its private
+//!   `mmap`'d allocator ([`MmapAlloc`]), in a Rust program through [`Recorder`] to `System`,
+//!   unrecorded.
+//! - A snapshot ([`snapshot`](mod@snapshot)) holds the snapshot lock, the loader's lock and the
+//!   table lock, in that order, then stops every other thread with a suspend signal ([`stop`],
+//!   [`threads`]), scans from the roots ([`roots`]), writes the file, and lets the threads go. So
+//!   recording must never call into the dynamic linker (`dl_iterate_phdr`, `dladdr`, an unwinder
+//!   that uses them) while it holds the table lock: do such work before taking it.
 //! - Each block's allocation stack ([`stacks`]: unwound by [`unwind`], interned in [`trie`], with
-//!   the module map of [`modules`]) is taken in the hook; the recorder's own Rust allocations come
-//!   from a private `mmap`'d allocator ([`alloc`]).
+//!   the module map of [`modules`]) is taken when the block is recorded.
 //!
 //! Scope: Linux, glibc; x86-64 for registers (other architectures scan stacks but not registers).
 
 mod alloc;
+mod front;
+mod global;
 mod guard;
 mod modules;
-mod pool;
 mod roots;
 mod snapshot;
 mod stacks;
@@ -41,36 +47,48 @@ mod trie;
 mod trigger;
 mod unwind;
 
+pub use alloc::MmapAlloc;
+pub use global::{Recorder, snapshot, snapshot_at_exit};
+
 use core::ffi::{c_int, c_void};
-use core::ptr;
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use guard::Entered;
 use table::TABLE;
 
-type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
-type FreeFn = unsafe extern "C" fn(*mut c_void);
-type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
-type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
-type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
-type AlignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
-type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
+#[doc(hidden)]
+pub type MallocFn = unsafe extern "C" fn(usize) -> *mut c_void;
+#[doc(hidden)]
+pub type FreeFn = unsafe extern "C" fn(*mut c_void);
+#[doc(hidden)]
+pub type CallocFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+#[doc(hidden)]
+pub type ReallocFn = unsafe extern "C" fn(*mut c_void, usize) -> *mut c_void;
+#[doc(hidden)]
+pub type PosixMemalignFn = unsafe extern "C" fn(*mut *mut c_void, usize, usize) -> c_int;
+#[doc(hidden)]
+pub type AlignFn = unsafe extern "C" fn(usize, usize) -> *mut c_void;
+#[doc(hidden)]
+pub type UsableFn = unsafe extern "C" fn(*mut c_void) -> usize;
 
-/// The real allocator's entry points, as addresses (0 until resolved).
-struct Real {
-    malloc: AtomicUsize,
-    free: AtomicUsize,
-    calloc: AtomicUsize,
-    realloc: AtomicUsize,
-    posix_memalign: AtomicUsize,
-    aligned_alloc: AtomicUsize,
-    memalign: AtomicUsize,
-    valloc: AtomicUsize,
-    pvalloc: AtomicUsize,
-    usable: AtomicUsize,
+/// The real allocator's entry points, as addresses (0 until resolved): the next definitions after
+/// the object that holds this code (for the `LD_PRELOAD` front, the C library's; for a program that
+/// links this crate, the C library's too, which `System` calls).
+#[doc(hidden)]
+pub struct Real {
+    pub malloc: AtomicUsize,
+    pub free: AtomicUsize,
+    pub calloc: AtomicUsize,
+    pub realloc: AtomicUsize,
+    pub posix_memalign: AtomicUsize,
+    pub aligned_alloc: AtomicUsize,
+    pub memalign: AtomicUsize,
+    pub valloc: AtomicUsize,
+    pub pvalloc: AtomicUsize,
+    pub usable: AtomicUsize,
 }
 
-static REAL: Real = Real {
+#[doc(hidden)]
+pub static REAL: Real = Real {
     malloc: AtomicUsize::new(0),
     free: AtomicUsize::new(0),
     calloc: AtomicUsize::new(0),
@@ -84,9 +102,11 @@ static REAL: Real = Real {
 };
 
 /// Turns a resolved address back into its function type.
+#[doc(hidden)]
+#[macro_export]
 macro_rules! real {
     ($field:ident, $ty:ty) => {{
-        let addr = REAL.$field.load(Ordering::Acquire);
+        let addr = $crate::REAL.$field.load(::core::sync::atomic::Ordering::Acquire);
         if addr == 0 {
             None
         } else {
@@ -104,7 +124,7 @@ static STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
 /// Resolves the real allocator once. Must be called with the guard held, so that the allocations
 /// `dlsym` makes take the unrecorded path (the static pool). Returns whether it is resolved.
 #[inline]
-fn resolve() -> bool {
+pub(crate) fn resolve() -> bool {
     // The common case, without the locked compare-exchange below.
     if STATE.load(Ordering::Acquire) == READY {
         return true;
@@ -141,11 +161,14 @@ fn resolve() -> bool {
     true
 }
 
-fn set_errno(value: c_int) {
+#[inline]
+pub(crate) fn set_errno(value: c_int) {
     // SAFETY: __errno_location returns this thread's errno, always valid.
     unsafe { *libc::__errno_location() = value };
 }
 
+/// What `malloc_usable_size` says of a live block of the real allocator (0 before it is resolved).
+#[inline]
 pub(crate) fn usable_size(p: *mut c_void) -> usize {
     match real!(usable, UsableFn) {
         // SAFETY: `p` is a live block of the real allocator.
@@ -154,8 +177,10 @@ pub(crate) fn usable_size(p: *mut c_void) -> usize {
     }
 }
 
+/// Records a new block with the current allocation stack. Called with the re-entry guard held;
+/// always inlined, so that the stack walk starts in the frame of the hook that called it.
 #[inline(always)]
-fn record(p: *mut c_void, size: usize) {
+pub(crate) fn record(p: *mut c_void, size: usize) {
     if p.is_null() {
         return;
     }
@@ -165,315 +190,54 @@ fn record(p: *mut c_void, size: usize) {
     TABLE.lock().insert(p as usize, size, 0, stack);
 }
 
-// Unrecorded paths, taken while the guard is held: the real allocator once known, else the pool.
+/// What the `LD_PRELOAD` front (`preload/`) builds its C hooks from: the guard, the table, the
+/// real allocator's entry points, recording and the loader entries. Not a stable interface.
+#[doc(hidden)]
+pub mod preload {
+    pub use crate::guard::Entered;
+    pub use crate::table::TABLE;
+    pub use crate::{AlignFn, CallocFn, FreeFn, MallocFn, PosixMemalignFn, ReallocFn, UsableFn};
 
-fn raw_malloc(size: usize) -> *mut c_void {
-    match real!(malloc, MallocFn) {
-        // SAFETY: forwarding malloc's own contract.
-        Some(f) => unsafe { f(size) },
-        None => pool::alloc(size, 16),
+    use core::ffi::{c_int, c_void};
+
+    /// Resolves the real allocator (with the guard held); see [`crate::resolve`].
+    #[inline]
+    pub fn resolve() -> bool {
+        crate::resolve()
+    }
+
+    /// Records a new block with the current stack; inlined into the hook that calls it.
+    #[inline(always)]
+    pub fn record(p: *mut c_void, size: usize) {
+        crate::record(p, size)
+    }
+
+    #[inline]
+    pub fn set_errno(value: c_int) {
+        crate::set_errno(value)
+    }
+
+    #[inline]
+    pub fn usable_size(p: *mut c_void) -> usize {
+        crate::usable_size(p)
+    }
+
+    pub mod stacks {
+        pub use crate::stacks::{current, on_load};
+    }
+
+    pub mod modules {
+        pub use crate::modules::mark_dirty;
+    }
+
+    pub mod snapshot {
+        pub use crate::snapshot::at_exit;
+    }
+
+    /// Triggers, and the signal functions the `LD_PRELOAD` front interposes so that the program
+    /// cannot block or take over the recorder's signals.
+    pub mod trigger {
+        pub use crate::stop::{pthread_sigmask, sigprocmask};
+        pub use crate::trigger::{init, sigaction, signal};
     }
 }
-
-fn raw_calloc(n: usize, size: usize) -> *mut c_void {
-    let Some(total) = n.checked_mul(size) else {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    };
-    match real!(calloc, CallocFn) {
-        // SAFETY: forwarding calloc's own contract.
-        Some(f) => unsafe { f(n, size) },
-        // The pool is zeroed and never reused.
-        None => pool::alloc(total, 16),
-    }
-}
-
-fn raw_aligned(align: usize, size: usize) -> *mut c_void {
-    match real!(memalign, AlignFn) {
-        // SAFETY: forwarding memalign's own contract.
-        Some(f) => unsafe { f(align, size) },
-        None => pool::alloc(size, align),
-    }
-}
-
-/// Frees without recording, but still forgets the block when the lock is free, so that the table
-/// never keeps a block the allocator has reused or unmapped.
-fn raw_free(p: *mut c_void) {
-    if p.is_null() || pool::contains(p) {
-        return;
-    }
-    if let Some(mut table) = TABLE.try_lock() {
-        table.remove(p as usize);
-    }
-    if let Some(f) = real!(free, FreeFn) {
-        // SAFETY: `p` came from the real allocator (it is not a pool block).
-        unsafe { f(p) }
-    }
-}
-
-fn raw_realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    if p.is_null() {
-        return raw_malloc(size);
-    }
-    if pool::contains(p) {
-        return pool::realloc_into(p, size, raw_malloc);
-    }
-    if let Some(mut table) = TABLE.try_lock() {
-        table.remove(p as usize);
-    }
-    match real!(realloc, ReallocFn) {
-        // SAFETY: `p` came from the real allocator.
-        Some(f) => unsafe { f(p, size) },
-        None => ptr::null_mut(),
-    }
-}
-
-/// # Safety
-/// The C `malloc` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn malloc(size: usize) -> *mut c_void {
-    let Some(_guard) = Entered::enter() else { return raw_malloc(size) };
-    resolve();
-    let p = raw_malloc(size);
-    record(p, size);
-    p
-}
-
-/// # Safety
-/// The C `free` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn free(p: *mut c_void) {
-    let Some(_guard) = Entered::enter() else { return raw_free(p) };
-    if p.is_null() || pool::contains(p) {
-        return;
-    }
-    resolve();
-    TABLE.lock().remove(p as usize);
-    if let Some(f) = real!(free, FreeFn) {
-        // SAFETY: `p` is a block of the real allocator, now out of the table.
-        unsafe { f(p) }
-    }
-}
-
-/// # Safety
-/// The C `calloc` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn calloc(n: usize, size: usize) -> *mut c_void {
-    let Some(_guard) = Entered::enter() else { return raw_calloc(n, size) };
-    resolve();
-    let p = raw_calloc(n, size);
-    record(p, n.wrapping_mul(size));
-    p
-}
-
-/// # Safety
-/// The C `realloc` contract, as glibc implements it: a null pointer allocates; size 0 frees and
-/// returns null; on failure the old block stays allocated.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
-    let Some(_guard) = Entered::enter() else { return raw_realloc(p, size) };
-    resolve();
-    if p.is_null() {
-        let q = raw_malloc(size);
-        record(q, size);
-        return q;
-    }
-    if pool::contains(p) {
-        let q = pool::realloc_into(p, size, raw_malloc);
-        record(q, size);
-        return q;
-    }
-    if size == 0 {
-        TABLE.lock().remove(p as usize);
-        if let Some(f) = real!(free, FreeFn) {
-            // SAFETY: `p` is a block of the real allocator, now out of the table.
-            unsafe { f(p) }
-        }
-        return ptr::null_mut();
-    }
-    let Some(f) = real!(realloc, ReallocFn) else { return ptr::null_mut() };
-    let stack = stacks::current();
-    // The lock is held across the real call so that no other thread can be handed the old
-    // address while the table still lists it.
-    let mut table = TABLE.lock();
-    let old = table.remove(p as usize);
-    // SAFETY: `p` is a live block of the real allocator.
-    let q = unsafe { f(p, size) };
-    if q.is_null() {
-        if let Some(entry) = old {
-            table.reinsert(entry);
-        }
-    } else {
-        table.insert(q as usize, size, 0, stack);
-    }
-    q
-}
-
-/// # Safety
-/// The C `reallocarray` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn reallocarray(p: *mut c_void, n: usize, size: usize) -> *mut c_void {
-    match n.checked_mul(size) {
-        // SAFETY: forwarding to realloc with the same pointer.
-        Some(total) => unsafe { realloc(p, total) },
-        None => {
-            set_errno(libc::ENOMEM);
-            ptr::null_mut()
-        }
-    }
-}
-
-/// # Safety
-/// The C `posix_memalign` contract (returns an error code, leaves errno alone).
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn posix_memalign(out: *mut *mut c_void, align: usize, size: usize) -> c_int {
-    let guard = Entered::enter();
-    if guard.is_some() {
-        resolve();
-    }
-    let code = match real!(posix_memalign, PosixMemalignFn) {
-        // SAFETY: forwarding posix_memalign's own contract.
-        Some(f) => unsafe { f(out, align, size) },
-        None => {
-            if !align.is_power_of_two() || align % size_of::<usize>() != 0 {
-                return libc::EINVAL;
-            }
-            let p = pool::alloc(size, align);
-            if p.is_null() {
-                return libc::ENOMEM;
-            }
-            // SAFETY: the caller passes a writable pointer slot.
-            unsafe { *out = p };
-            0
-        }
-    };
-    if code == 0 && guard.is_some() {
-        // SAFETY: on success posix_memalign stored the block in `*out`.
-        record(unsafe { *out }, size);
-    }
-    code
-}
-
-/// Forwards one of the aligned allocators and records the block under `recorded` bytes.
-fn aligned(real: Option<AlignFn>, align: usize, size: usize, recorded: usize) -> *mut c_void {
-    let guard = Entered::enter();
-    if guard.is_none() {
-        return raw_aligned(align, size);
-    }
-    resolve();
-    let p = match real {
-        // SAFETY: forwarding the real function's own contract.
-        Some(f) => unsafe { f(align, size) },
-        None => raw_aligned(align, size),
-    };
-    record(p, recorded);
-    p
-}
-
-/// # Safety
-/// The C `aligned_alloc` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn aligned_alloc(align: usize, size: usize) -> *mut c_void {
-    aligned(real!(aligned_alloc, AlignFn), align, size, size)
-}
-
-/// # Safety
-/// The C `memalign` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn memalign(align: usize, size: usize) -> *mut c_void {
-    aligned(real!(memalign, AlignFn), align, size, size)
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if page > 0 { page as usize } else { 4096 }
-}
-
-/// # Safety
-/// The C `valloc` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn valloc(size: usize) -> *mut c_void {
-    let page = page_size();
-    match real!(valloc, MallocFn) {
-        Some(f) => aligned_with(f, page, size, size),
-        None => aligned(None, page, size, size),
-    }
-}
-
-/// # Safety
-/// The C `pvalloc` contract: the size is rounded up to whole pages, and recorded so, as memcheck does.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn pvalloc(size: usize) -> *mut c_void {
-    let page = page_size();
-    // glibc rounds 0 to 0 (a minimum chunk), not to a page.
-    let Some(rounded) = size.checked_next_multiple_of(page) else {
-        set_errno(libc::ENOMEM);
-        return ptr::null_mut();
-    };
-    match real!(pvalloc, MallocFn) {
-        Some(f) => aligned_with(f, page, size, rounded),
-        None => aligned(None, page, rounded, rounded),
-    }
-}
-
-/// `valloc` and `pvalloc`: the real function takes only a size.
-fn aligned_with(f: MallocFn, page: usize, size: usize, recorded: usize) -> *mut c_void {
-    let Some(_guard) = Entered::enter() else { return raw_aligned(page, size) };
-    resolve();
-    // SAFETY: forwarding the real function's own contract.
-    let p = unsafe { f(size) };
-    record(p, recorded);
-    p
-}
-
-/// # Safety
-/// The C `malloc_usable_size` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn malloc_usable_size(p: *mut c_void) -> usize {
-    if p.is_null() {
-        return 0;
-    }
-    if pool::contains(p) {
-        return pool::size_of_block(p);
-    }
-    usable_size(p)
-}
-
-/// # Safety
-/// The C23 `free_sized` contract (glibc 2.41 and later); the size is not needed to free.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn free_sized(p: *mut c_void, _size: usize) {
-    // SAFETY: same contract as free.
-    unsafe { free(p) }
-}
-
-/// # Safety
-/// The C23 `free_aligned_sized` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn free_aligned_sized(p: *mut c_void, _align: usize, _size: usize) {
-    // SAFETY: same contract as free.
-    unsafe { free(p) }
-}
-
-extern "C" fn on_load() {
-    if let Some(_guard) = Entered::enter() {
-        resolve();
-        stacks::on_load();
-        trigger::init();
-    }
-}
-
-extern "C" fn on_exit() {
-    snapshot::at_exit();
-}
-
-#[used]
-#[unsafe(link_section = ".init_array")]
-static ON_LOAD: extern "C" fn() = on_load;
-
-/// Runs from `_dl_fini`: after the program's `atexit` handlers and the destructors of the main
-/// program and of every object loaded after this library.
-#[used]
-#[unsafe(link_section = ".fini_array")]
-static ON_EXIT: extern "C" fn() = on_exit;

@@ -137,9 +137,12 @@ pub fn release_lock() {
     REFRESHING.store(false, Ordering::Release);
 }
 
-/// Set by `dlclose`: the next capture refreshes the module list before it unwinds, so that the
-/// unwinder forgets an unloaded object before anything else is mapped at its addresses (it would
-/// otherwise read the unwind tables of the old object there).
+/// Set by the `LD_PRELOAD` front's `dlclose` (see `preload/`): the next capture refreshes the
+/// module list before it unwinds, so that the unwinder forgets an unloaded object before anything
+/// else is mapped at its addresses (it would otherwise read the unwind tables of the old object
+/// there). A Rust program that links the recorder does not interpose `dlclose`: there the list is
+/// only refreshed when a stack meets an unknown address, so an object loaded where an unloaded one
+/// was may be unwound with the old one's rules until then (the walk's bounds checks still hold).
 static DIRTY: AtomicBool = AtomicBool::new(false);
 
 pub fn mark_dirty() {
@@ -150,36 +153,6 @@ pub fn mark_dirty() {
 #[inline(always)]
 pub fn take_dirty() -> bool {
     DIRTY.load(Ordering::Relaxed) && DIRTY.swap(false, Ordering::Relaxed)
-}
-
-/// The real `dlclose`, 0 until looked up.
-static REAL_DLCLOSE: AtomicUsize = AtomicUsize::new(0);
-
-/// `dlclose`, interposed only to learn that an object may be gone. (`dlopen` is not interposed:
-/// glibc finds the caller's `RUNPATH` from its return address, which would then be ours; new
-/// objects are found when a stack meets an unknown address instead.)
-///
-/// # Safety
-/// The C `dlclose` contract.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dlclose(handle: *mut c_void) -> c_int {
-    let mut real = REAL_DLCLOSE.load(Ordering::Acquire);
-    if real == 0 {
-        // dlsym may allocate: with the guard held that takes the unrecorded path.
-        let _guard = crate::guard::Entered::enter();
-        // SAFETY: dlsym with RTLD_NEXT and a NUL-terminated name.
-        real = unsafe { libc::dlsym(libc::RTLD_NEXT, c"dlclose".as_ptr()) } as usize;
-        if real == 0 {
-            return -1;
-        }
-        REAL_DLCLOSE.store(real, Ordering::Release);
-    }
-    // SAFETY: the address dlsym returned for dlclose, which has this signature.
-    let real = unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void) -> c_int>(real) };
-    // SAFETY: forwarding dlclose's own contract.
-    let result = unsafe { real(handle) };
-    mark_dirty();
-    result
 }
 
 /// Whether objects were loaded or unloaded since the last refresh: one cheap `dl_iterate_phdr`

@@ -148,7 +148,8 @@ unsafe extern "C" fn each_object(info: *mut libc::dl_phdr_info, _size: usize, da
             }
         })
     };
-    if holds(&TABLE as *const _ as usize) {
+    // Linked into a program (the Rust front), the recorder's object is the program itself.
+    if !crate::front::linked() && holds(&TABLE as *const _ as usize) {
         return 0;
     }
     let allocator = holds(state.allocator);

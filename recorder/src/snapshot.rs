@@ -1,4 +1,5 @@
-//! Taking a snapshot: at exit, or on the recorder's thread when a signal or the timer asks. Nothing
+//! Taking a snapshot: at exit, on the recorder's thread when a signal or the timer asks, or on
+//! demand from a Rust program ([`crate::snapshot`]). Nothing
 //! on this path allocates: the live blocks are copied into an `mmap`'d array, `/proc/self/maps` and
 //! `/proc/self/cmdline` are read with `read(2)` into `mmap`'d buffers, and the `hsnap::Writer`
 //! streams through an `mmap`'d buffer into a raw file descriptor.
@@ -103,7 +104,7 @@ fn decimal(buf: &mut [u8; 20], mut value: u64) -> &[u8] {
 }
 
 /// Writes a line to standard error without allocating.
-fn complain(what: &[u8], err: &io::Error) {
+pub(crate) fn complain(what: &[u8], err: &io::Error) {
     let mut digits = [0u8; 20];
     let code = decimal(&mut digits, err.raw_os_error().unwrap_or(0) as u64);
     for part in [b"heapsnap-recorder: ".as_slice(), what, b": errno ", code, b"\n"] {
@@ -160,14 +161,14 @@ pub fn at_exit() {
     if !crate::trigger::at_exit_enabled() {
         return;
     }
-    if let Err(err) = take(Some(sp), b"exit") {
+    if let Err(err) = take(Some(sp), b"exit", None) {
         complain(b"writing the heap snapshot failed", &err);
     }
 }
 
 /// A snapshot asked for by a signal or the timer; called on the recorder's thread (guard held).
 pub fn on_request(trigger: &'static [u8]) {
-    if let Err(err) = take(None, trigger) {
+    if let Err(err) = take(None, trigger, None) {
         complain(b"writing the heap snapshot failed", &err);
     }
 }
@@ -198,7 +199,7 @@ fn callee_saved_registers() -> [usize; 6] {
 }
 
 #[inline(always)]
-fn stack_pointer() -> usize {
+pub(crate) fn stack_pointer() -> usize {
     let sp: usize;
     #[cfg(target_arch = "x86_64")]
     // SAFETY: copies the stack pointer into a register; touches no memory.
@@ -219,30 +220,33 @@ fn stack_pointer() -> usize {
 }
 
 /// What one snapshot is asked to do, and its outcome, handed through `dl_iterate_phdr`.
-struct Job {
+struct Job<'a> {
     /// The calling thread's stack pointer when its stack is a root (at exit); `None` on the
     /// recorder's own thread, whose stack holds nothing of the program's.
     caller_sp: Option<usize>,
     trigger: &'static [u8],
+    /// Where to write: `None` for `$HEAPSNAP_OUT` (or `heapsnap-PID.hsnap`) and its sequence.
+    target: Option<&'a [u8]>,
     result: io::Result<()>,
 }
 
 /// Takes a snapshot. Lock order: the snapshot lock, then the loader's lock (held by running the
 /// whole snapshot inside a `dl_iterate_phdr` callback, as LeakSanitizer does), then the table lock;
 /// then every other thread is stopped, so none is stopped holding any of them.
-fn take(caller_sp: Option<usize>, trigger: &'static [u8]) -> io::Result<()> {
+/// `target` is the file to write (at most 4095 bytes, no NUL), or `None` for `$HEAPSNAP_OUT`.
+pub(crate) fn take(caller_sp: Option<usize>, trigger: &'static [u8], target: Option<&[u8]>) -> io::Result<()> {
     SNAPSHOTS.acquire();
-    let mut job = Job { caller_sp, trigger, result: Ok(()) };
+    let mut job = Job { caller_sp, trigger, target, result: Ok(()) };
     // SAFETY: the callback runs `take_locked` once with our `Job`, which outlives the call.
-    unsafe { libc::dl_iterate_phdr(Some(with_loader_lock), (&mut job as *mut Job).cast()) };
+    unsafe { libc::dl_iterate_phdr(Some(with_loader_lock), (&mut job as *mut Job<'_>).cast()) };
     SNAPSHOTS.release();
     job.result
 }
 
 unsafe extern "C" fn with_loader_lock(_info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> c_int {
     // SAFETY: `take` passes its `Job`.
-    let job = unsafe { &mut *data.cast::<Job>() };
-    job.result = take_locked(job.caller_sp, job.trigger);
+    let job = unsafe { &mut *data.cast::<Job<'_>>() };
+    job.result = take_locked(job.caller_sp, job.trigger, job.target);
     1 // once is enough
 }
 
@@ -276,13 +280,13 @@ struct Capture {
 }
 
 #[inline(never)]
-fn take_locked(caller_sp: Option<usize>, trigger: &'static [u8]) -> io::Result<()> {
+fn take_locked(caller_sp: Option<usize>, trigger: &'static [u8], target: Option<&[u8]>) -> io::Result<()> {
     let table = TABLE.lock();
     let mut text = Mapped::new(TEXT_BUFFER)?;
     let since = stop::now_ns();
     let world = stop::stop_all(crate::trigger::recorder_tid(), text.bytes());
     let mut pause = Pause { world: Some(world), since, ns: 0 };
-    let result = capture(caller_sp, trigger, &table, &mut pause, &mut text);
+    let result = capture(caller_sp, trigger, target, &table, &mut pause, &mut text);
     pause.end();
     drop(table);
     result
@@ -291,6 +295,7 @@ fn take_locked(caller_sp: Option<usize>, trigger: &'static [u8]) -> io::Result<(
 fn capture(
     caller_sp: Option<usize>,
     trigger: &'static [u8],
+    target: Option<&[u8]>,
     table: &table::Table,
     pause: &mut Pause,
     text: &mut Mapped,
@@ -357,7 +362,10 @@ fn capture(
     // The file: PATH.tmp.PID, renamed to PATH when complete.
     let mut path = [0u8; 4096];
     let mut tmp = [0u8; 4200];
-    let path_len = output_path(&mut path, pid, sequence);
+    let path_len = match target {
+        Some(target) => concat(&mut path, &[target]),
+        None => output_path(&mut path, pid, sequence),
+    };
     {
         let mut digits = [0u8; 20];
         let parts: [&[u8]; 3] = [&path[..path_len], b".tmp.", decimal(&mut digits, pid)];

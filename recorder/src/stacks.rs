@@ -34,6 +34,7 @@ fn env_number(name: &core::ffi::CStr) -> Option<usize> {
 }
 
 /// The configured depth (0: stacks off).
+#[inline]
 pub fn depth() -> usize {
     let depth = DEPTH.load(Ordering::Relaxed);
     if depth != UNSET {

@@ -233,7 +233,6 @@ fn set_mask(real: usize, how: c_int, set: *const libc::sigset_t, old: *mut libc:
 ///
 /// # Safety
 /// The C `pthread_sigmask` contract.
-#[unsafe(no_mangle)]
 pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
     set_mask(crate::trigger::resolve(&REAL_PTHREAD_SIGMASK, c"pthread_sigmask"), how, set, old).unwrap_or(libc::ENOSYS)
 }
@@ -242,7 +241,6 @@ pub unsafe extern "C" fn pthread_sigmask(how: c_int, set: *const libc::sigset_t,
 ///
 /// # Safety
 /// The C `sigprocmask` contract.
-#[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigprocmask(how: c_int, set: *const libc::sigset_t, old: *mut libc::sigset_t) -> c_int {
     set_mask(crate::trigger::resolve(&REAL_SIGPROCMASK, c"sigprocmask"), how, set, old).unwrap_or_else(|| {
         // SAFETY: this thread's errno.

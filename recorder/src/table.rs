@@ -66,10 +66,12 @@ impl Table {
         self.len
     }
 
+    #[inline]
     fn capacity(&self) -> usize {
         if self.slots.is_null() { 0 } else { 1 << self.bits }
     }
 
+    #[inline]
     fn home(addr: usize, bits: u32) -> usize {
         // Fibonacci hashing: blocks are 16-byte aligned, so the low bits carry nothing.
         ((addr as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
@@ -83,6 +85,7 @@ impl Table {
         unsafe { core::slice::from_raw_parts(self.slots, self.capacity()) }
     }
 
+    #[inline]
     fn slots_mut(&mut self) -> &mut [Entry] {
         if self.slots.is_null() {
             return &mut [];
@@ -116,6 +119,7 @@ impl Table {
     }
 
     /// Puts an entry in its slot; the table has room and does not hold the address.
+    #[inline]
     fn place(&mut self, entry: Entry) {
         let bits = self.bits;
         let slots = self.slots_mut();
@@ -128,6 +132,7 @@ impl Table {
     }
 
     /// Records a new block and gives it the next serial number.
+    #[inline]
     pub fn insert(&mut self, addr: usize, size: usize, usable: usize, stack: u32) {
         if addr == 0 {
             return;
@@ -153,6 +158,7 @@ impl Table {
     }
 
     /// Takes a block out, with backward-shift deletion (no tombstones).
+    #[inline]
     pub fn remove(&mut self, addr: usize) -> Option<Entry> {
         if addr == 0 || self.slots.is_null() {
             return None;
@@ -215,6 +221,7 @@ pub static TABLE: Locked = Locked { busy: AtomicBool::new(false), table: UnsafeC
 pub struct TableGuard<'a>(&'a Locked);
 
 impl Locked {
+    #[inline]
     pub fn lock(&self) -> TableGuard<'_> {
         let mut spins = 0u32;
         loop {
@@ -241,6 +248,7 @@ impl Locked {
         self.busy.store(false, Ordering::Release);
     }
 
+    #[inline]
     pub fn try_lock(&self) -> Option<TableGuard<'_>> {
         self.busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
@@ -252,6 +260,7 @@ impl Locked {
 
 impl core::ops::Deref for TableGuard<'_> {
     type Target = Table;
+    #[inline]
     fn deref(&self) -> &Table {
         // SAFETY: holding the guard means holding the lock: no other reference to the table exists.
         unsafe { &*self.0.table.get() }
@@ -259,6 +268,7 @@ impl core::ops::Deref for TableGuard<'_> {
 }
 
 impl core::ops::DerefMut for TableGuard<'_> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut Table {
         // SAFETY: as in `deref`; `&mut self` makes this the only reference.
         unsafe { &mut *self.0.table.get() }
@@ -266,6 +276,7 @@ impl core::ops::DerefMut for TableGuard<'_> {
 }
 
 impl Drop for TableGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         self.0.busy.store(false, Ordering::Release);
     }

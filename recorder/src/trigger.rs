@@ -166,7 +166,6 @@ extern "C" fn on_trigger(signal: c_int, info: *mut libc::siginfo_t, context: *mu
 ///
 /// # Safety
 /// The C `sigaction` contract.
-#[unsafe(no_mangle)]
 pub unsafe extern "C" fn sigaction(signal: c_int, act: *const libc::sigaction, old: *mut libc::sigaction) -> c_int {
     if signal == stop::signal() && signal != 0 {
         // The suspend signal stays ours: a program that takes over every real-time signal must not
@@ -208,7 +207,6 @@ pub unsafe extern "C" fn sigaction(signal: c_int, act: *const libc::sigaction, o
 ///
 /// # Safety
 /// The C `signal` contract.
-#[unsafe(no_mangle)]
 pub unsafe extern "C" fn signal(signal: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     if signal == stop::signal() && signal != 0 {
         return libc::SIG_DFL; // see `sigaction`

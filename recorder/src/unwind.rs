@@ -86,7 +86,8 @@ mod imp {
     static SLOTS: [Slot; CACHES] =
         [const { Slot { busy: AtomicBool::new(false), cache: UnsafeCell::new(None) } }; CACHES];
 
-    /// The recorder's own code, whose frames are skipped: (start, end), 0..0 until known.
+    /// The recorder's own code, whose frames are skipped: (start, end), 0..0 until known; empty
+    /// (1..1) when the recorder is linked into the program.
     static OWN_START: AtomicU64 = AtomicU64::new(0);
     static OWN_END: AtomicU64 = AtomicU64::new(0);
 
@@ -131,8 +132,11 @@ mod imp {
             let live = m.live.load(Ordering::Relaxed);
             let installed = m.installed.load(Ordering::Relaxed);
             if live && m.code.0 <= own && own < m.code.1 {
-                OWN_START.store(m.code.0, Ordering::Relaxed);
-                OWN_END.store(m.code.1, Ordering::Relaxed);
+                // Linked into the program (see `front.rs`), this module is the program's: no frame
+                // is skipped. The empty range is still nonzero: the list has been read.
+                let (start, end) = if crate::front::linked() { (1, 1) } else { m.code };
+                OWN_START.store(start, Ordering::Relaxed);
+                OWN_END.store(end, Ordering::Relaxed);
             }
             let own_module = m.code.0 <= own && own < m.code.1;
             if live && !installed && m.eh_frame.1 > 0 && m.code.1 > m.code.0 && (own_module || !frame_pointers_only()) {
@@ -179,6 +183,7 @@ mod imp {
     }
 
     /// Takes a free cache slot (waiting on one when all are busy).
+    #[inline]
     fn take_slot() -> &'static Slot {
         let mut i = 0;
         loop {
@@ -270,6 +275,7 @@ mod imp {
     /// This thread's [`Recent`]. Only a hook with the re-entry guard held calls this, once per
     /// capture, so the reference is never shared (a signal handler that interrupts a capture finds
     /// the guard set, and its allocations take the unrecorded path).
+    #[inline]
     fn recent() -> &'static mut Recent {
         let at: usize;
         // SAFETY: computes the address of this thread's copy of the `.tbss` symbol above: the
@@ -369,6 +375,7 @@ mod imp {
     /// (`len` when the stack's bounds exclude them), or `None` when all do. The slots are aligned
     /// (they were read before) and increasing, so checking the first and the last against the
     /// bounds covers all of them.
+    #[inline]
     fn first_change(prev: &Previous, from: usize, len: usize, sp: u64, top: u64) -> Option<usize> {
         if from >= len {
             return None;
@@ -399,6 +406,7 @@ mod imp {
     static OFFSETS: [(AtomicU64, AtomicU64); 64] = [const { (AtomicU64::new(0), AtomicU64::new(0)) }; 64];
     const AMBIGUOUS: u64 = u64::MAX;
 
+    #[inline]
     fn offset_slot(ip: u64) -> &'static (AtomicU64, AtomicU64) {
         &OFFSETS[(ip.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 58) as usize]
     }
@@ -413,6 +421,7 @@ mod imp {
         (offset != 0 && offset != AMBIGUOUS).then_some(offset)
     }
 
+    #[inline]
     fn learn_offset(ip: u64, offset: u64) {
         let (key, slot) = offset_slot(ip);
         let current = key.load(Ordering::Acquire);
@@ -433,6 +442,7 @@ mod imp {
     /// so only the first and then every 64th asks the loader whether anything changed.
     static STALE: AtomicU64 = AtomicU64::new(0);
 
+    #[inline]
     fn stale_worth_checking() -> bool {
         STALE.fetch_add(1, Ordering::Relaxed) % 64 == 0
     }
@@ -571,6 +581,7 @@ mod imp {
         options(att_syntax)
     );
 
+    #[inline]
     fn bounds() -> (u64, u64) {
         let (low, high): (u64, u64);
         // SAFETY: reads the 16 bytes of this thread's static TLS that the symbol above reserves.
@@ -604,6 +615,7 @@ mod imp {
     }
 
     /// The top of the stack mapping that holds `sp`; `sp` itself (no reads allowed) when unknown.
+    #[inline]
     fn stack_top(sp: u64) -> u64 {
         let (low, high) = bounds();
         if low <= sp && sp < high {

@@ -3,7 +3,10 @@
 //! `strdup` called from `main` is `main`'s leak, and every leak does not share the site `malloc`.
 //!
 //! A logical frame is plumbing when
-//! 1. it is in the recorder itself (a module whose file name is `libheapsnap_recorder.so`), or
+//! 1. it is in the recorder itself: a module whose file name is `libheapsnap_recorder.so`, or a
+//!    function of the `heapsnap_recorder` crate linked into a Rust program (its `Recorder` front;
+//!    the frame that records is never a return address, but a function of the crate that
+//!    allocates on the program's behalf would be), or
 //! 2. its function is a C allocation function: the malloc family (`malloc`, `calloc`, `realloc`,
 //!    `reallocarray`, `free`, `posix_memalign`, `aligned_alloc`, `memalign`, `valloc`, `pvalloc`)
 //!    or a libc function that returns memory it allocated for its caller (`strdup`, `strndup`,
@@ -52,6 +55,9 @@ const LIBRARY_PATHS: &[&str] = &["std::", "__gnu_cxx::", "__cxxabiv1::", "alloc:
 /// Rust's allocator shims, by symbol prefix.
 const RUST_SHIMS: &[&str] = &["__rust_", "__rdl_", "__rg_"];
 
+/// The recorder crate's functions, as a qualified name starts, when a Rust program links it.
+const RECORDER_CRATE: &str = "heapsnap_recorder::";
+
 /// The recorder's file name.
 pub const RECORDER: &str = crate::record::LIBRARY;
 
@@ -73,7 +79,7 @@ pub fn is_plumbing_function(function: &str) -> bool {
         return true;
     }
     let qualified = name.strip_prefix('<').unwrap_or(name);
-    if LIBRARY_PATHS.iter().any(|p| qualified.starts_with(p)) {
+    if LIBRARY_PATHS.iter().any(|p| qualified.starts_with(p)) || qualified.starts_with(RECORDER_CRATE) {
         return true;
     }
     if let Some(rest) = name.strip_prefix("operator new") {
@@ -121,6 +127,8 @@ mod tests {
             "alloc::raw_vec::RawVec<T,A>::grow_one",
             "__rust_alloc",
             "__rdl_alloc",
+            "<heapsnap_recorder::global::Recorder as core::alloc::global::GlobalAlloc>::realloc",
+            "heapsnap_recorder::global::snapshot_at_exit",
         ] {
             assert!(is_plumbing_function(f), "{f}");
         }
@@ -138,6 +146,8 @@ mod tests {
             "shop::make_widget(int)",
             "standard::x",
             "heapsnap::graph::Graph::load",
+            "heapsnap_recorderx::f",
+            "my::heapsnap_recorder::f",
             "<shop::Widget as core::clone::Clone>::clone",
             "",
         ] {
