@@ -136,21 +136,25 @@ fn an_rc_cycle_leaks_as_one_cycle_at_the_function_that_made_it() {
     assert_eq!(sites.get("rc_cycle::make_kept_cycle"), Some(&kept), "{sites:#?}");
     let global = ByClass { reachable: (printed["global.bytes"], blocks), ..ByClass::default() };
     assert_eq!(sites.get("rc_cycle::make_global_cycle"), Some(&global), "{sites:#?}");
+    // The worker thread was stopped and its stack and registers scanned.
+    let held = ByClass { reachable: (printed["thread.bytes"], blocks), ..ByClass::default() };
+    assert_eq!(sites.get("rc_cycle::make_thread_cycle"), Some(&held), "{sites:#?}");
 }
 
 #[test]
-fn at_exit_the_cycle_a_local_kept_has_leaked_too() {
+fn at_exit_the_cycles_the_locals_kept_have_leaked_too() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (printed, snapshot) = run(dir.path(), &["--at-exit"]);
     let blocks = printed["blocks.per.cycle"];
     let Analysed { report, sites } = analyse(&snapshot);
 
-    let leaked = printed["cycle.bytes"] + printed["kept.bytes"];
-    assert_eq!(amount(report.leaked), (leaked, 2 * blocks), "{:#?}", report.groups);
+    let leaked = printed["cycle.bytes"] + printed["kept.bytes"] + printed["thread.bytes"];
+    assert_eq!(amount(report.leaked), (leaked, 3 * blocks), "{:#?}", report.groups);
     assert_eq!(amount(report.possibly), (0, 0));
-    assert_eq!(report.groups.len(), 2);
+    assert_eq!(report.groups.len(), 3);
     assert_cycle_group(&report, "rc_cycle::make_cycle", printed["cycle.bytes"], blocks);
     assert_cycle_group(&report, "rc_cycle::make_kept_cycle", printed["kept.bytes"], blocks);
+    assert_cycle_group(&report, "rc_cycle::make_thread_cycle", printed["thread.bytes"], blocks);
     let global = ByClass { reachable: (printed["global.bytes"], blocks), ..ByClass::default() };
     assert_eq!(sites.get("rc_cycle::make_global_cycle"), Some(&global), "{sites:#?}");
 }
