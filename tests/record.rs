@@ -256,6 +256,45 @@ fn leaks_made_in_worker_threads() {
     check("thread_leak", lost((64, 4), (256, 16), (0, 0)));
 }
 
+/// Each block records the thread that allocated it and its usable size (the `aloc` chunk): the four
+/// workers' lists are four groups, each allocated by one worker, none by the main thread.
+#[test]
+fn each_block_records_its_thread_and_usable_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("thread_leak", dir.path());
+    let (_, paths) = record_with(&exe, dir.path(), &[]);
+    let progress = Progress::stderr(true);
+    let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
+    let heap = file.load(&progress).expect("snapshot loads");
+    let analysis = heapsnap::cache::analyze(&heap, &progress, false, usize::MAX);
+    let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 100, members: true });
+    let pid: u64 = meta(&paths[0], "process.id").expect("process.id").parse().expect("a number");
+
+    let nodes = heap.graph.node_count() as u32;
+    assert_eq!(heap.snap.allocations().len() as u32, nodes, "one aloc record per block");
+    for v in 0..nodes {
+        let a = heap.snap.allocation(v).expect("every block has its record");
+        assert!(a.usable >= heap.graph.size[v as usize], "block {v}: usable {} < size", a.usable);
+        assert_ne!(a.thread, 0, "block {v}: no thread");
+    }
+    let identity_to_node: std::collections::HashMap<u64, u32> =
+        (0..nodes).map(|v| (heap.graph.identity[v as usize], v)).collect();
+    let mut threads = Vec::new();
+    for group in &report.groups {
+        let thread = group.thread.expect("the leader's thread");
+        let members = group.members.as_ref().expect("members asked for");
+        for identity in members {
+            let allocation = heap.snap.allocation(identity_to_node[identity]).expect("record");
+            assert_eq!(allocation.thread, thread, "a list is built by one worker");
+        }
+        threads.push(thread);
+    }
+    threads.sort_unstable();
+    threads.dedup();
+    assert_eq!(threads.len(), 4, "four workers, four threads: {threads:?}");
+    assert!(!threads.contains(&pid), "no list was made by the main thread ({pid})");
+}
+
 #[test]
 fn signals_that_allocate_inside_the_allocator() {
     check("signal_in_hook", lost((48, 1), (0, 0), (0, 0)));

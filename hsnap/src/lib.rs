@@ -35,6 +35,8 @@ pub mod tag {
     pub const NODE: Tag = *b"NODE";
     pub const EDGE: Tag = *b"EDGE";
     pub const ROOT: Tag = *b"ROOT";
+    /// Ancillary: what an allocator knows of a node's block.
+    pub const ALOC: Tag = *b"aloc";
     pub const DONE: Tag = *b"DONE";
 }
 
@@ -136,6 +138,16 @@ impl RootKind {
             RootKind::Other => "other",
         }
     }
+}
+
+/// What an allocator knows of a node's block (an ancillary `aloc` record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Allocation {
+    pub node: u32,
+    /// The usable size (`malloc_usable_size`), 0 when unknown.
+    pub usable: u64,
+    /// The id of the thread that allocated the block, 0 when unknown.
+    pub thread: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

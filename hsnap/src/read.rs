@@ -6,7 +6,9 @@ use nom::bytes::complete::take;
 use nom::number::complete::{le_u16, le_u32, u8 as byte};
 
 use crate::varint::{self, VarintError, unzigzag};
-use crate::{Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag, VERSION, tag};
+use crate::{
+    Allocation, Counts, Edge, EdgeKind, FormatError, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Tag, VERSION, tag,
+};
 
 use crate::parse::{Fail, In, Res, fail, failure};
 
@@ -110,6 +112,8 @@ pub struct Snapshot<'a> {
     /// `(parent, frame)`; index 0 is the empty stack.
     stacks: Vec<(u32, u32)>,
     roots: Vec<Root>,
+    /// `aloc` records, by increasing node.
+    allocations: Vec<Allocation>,
     node_chunks: Vec<In<'a>>,
     edge_chunks: Vec<In<'a>>,
     counts: Counts,
@@ -124,6 +128,7 @@ struct Pending {
     frame_modules: Vec<(u32, u64)>,
     stack_frames: Vec<(u32, u64)>,
     root_nodes: Vec<(u32, u64)>,
+    allocation_nodes: Vec<(u32, u64)>,
 }
 
 impl<'a> Snapshot<'a> {
@@ -140,6 +145,7 @@ impl<'a> Snapshot<'a> {
             frames: Vec::new(),
             stacks: vec![(0, 0)],
             roots: Vec::new(),
+            allocations: Vec::new(),
             node_chunks: Vec::new(),
             edge_chunks: Vec::new(),
             counts: Counts::default(),
@@ -264,6 +270,19 @@ impl<'a> Snapshot<'a> {
                 self.roots.push(Root { node, kind: RootKind::from_byte(kind), interior: flags & 1 != 0, name });
                 Ok((i, ()))
             }),
+            tag::ALOC => each_record!(|i, at| {
+                let next = self.allocations.last().map_or(0, |a| a.node as u64 + 1);
+                let (i, delta) = uvarint(i)?;
+                let (i, usable) = uvarint(i)?;
+                let (i, thread) = uvarint(i)?;
+                let node = match next.checked_add(delta) {
+                    Some(node) if node < u32::MAX as u64 => node as u32,
+                    _ => return fail(i, format!("aloc record: node index {next} + {delta} out of range")),
+                };
+                pending.allocation_nodes.push((node, at));
+                self.allocations.push(Allocation { node, usable, thread });
+                Ok((i, ()))
+            }),
             tag::NODE => self.node_chunks.push(payload),
             tag::EDGE => self.edge_chunks.push(payload),
             _ if tag[0].is_ascii_lowercase() => {}
@@ -323,7 +342,8 @@ impl<'a> Snapshot<'a> {
         bound(&pending.strrefs, self.strings.len(), "string id")?;
         bound(&pending.frame_modules, self.modules.len(), "module id")?;
         bound(&pending.stack_frames, self.frames.len(), "frame id")?;
-        bound(&pending.root_nodes, c.nodes as usize, "root node index")
+        bound(&pending.root_nodes, c.nodes as usize, "root node index")?;
+        bound(&pending.allocation_nodes, c.nodes as usize, "aloc node index")
     }
 
     pub fn version(&self) -> (u16, u16) {
@@ -381,6 +401,18 @@ impl<'a> Snapshot<'a> {
     /// The caller's stack, 0 at the outermost frame.
     pub fn stack_parent(&self, stack: u32) -> u32 {
         self.stacks.get(stack as usize).map_or(0, |s| s.0)
+    }
+
+    /// What the allocator recorded of each block (usable size, allocating thread), by increasing
+    /// node index; empty when the producer wrote none.
+    pub fn allocations(&self) -> &[Allocation] {
+        &self.allocations
+    }
+
+    /// The allocation record of `node`, if any.
+    pub fn allocation(&self, node: u32) -> Option<Allocation> {
+        let at = self.allocations.binary_search_by_key(&node, |a| a.node).ok()?;
+        Some(self.allocations[at])
     }
 
     pub fn roots(&self) -> &[Root] {

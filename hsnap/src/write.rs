@@ -39,6 +39,7 @@ pub struct Writer<'b, S: Sink> {
     previous_identity: u64,
     previous_address: u64,
     previous_from: u32,
+    last_allocation: Option<u32>,
 }
 
 impl<'b, S: Sink> Writer<'b, S> {
@@ -63,6 +64,7 @@ impl<'b, S: Sink> Writer<'b, S> {
             previous_identity: 0,
             previous_address: 0,
             previous_from: 0,
+            last_allocation: None,
         })
     }
 
@@ -230,6 +232,23 @@ impl<'b, S: Sink> Writer<'b, S> {
         rec.u(root.name as u64);
         self.small(tag::ROOT, &rec)?;
         self.counts.roots += 1;
+        Ok(())
+    }
+
+    /// What an allocator knows of node `node`'s block (an ancillary `aloc` record): its usable size
+    /// (0 when unknown) and the id of the thread that allocated it (0 when unknown). Records must
+    /// come in increasing node order.
+    pub fn allocation(&mut self, node: u32, usable: u64, thread: u64) -> io::Result<()> {
+        let previous = self.last_allocation.map_or(0, |n| n + 1);
+        if node < previous {
+            return Err(invalid("aloc records must come in increasing node order"));
+        }
+        let mut rec = Scratch::new();
+        rec.u((node - previous) as u64);
+        rec.u(usable);
+        rec.u(thread);
+        self.small(tag::ALOC, &rec)?;
+        self.last_allocation = Some(node);
         Ok(())
     }
 

@@ -179,3 +179,35 @@ fn crc32(bytes: &[u8]) -> u32 {
     }
     !crc
 }
+
+#[test]
+fn allocation_records_read_back_and_are_checked() {
+    let write = |nodes: u32, records: &[(u32, u64, u64)]| {
+        let mut buf = [0u8; 256];
+        let mut w = Writer::new(Vec::new(), &mut buf).unwrap();
+        for i in 0..nodes {
+            w.node(&Node { identity: i as u64 + 1, size: 8, ..Node::default() }).unwrap();
+        }
+        for &(node, usable, thread) in records {
+            w.allocation(node, usable, thread).unwrap();
+        }
+        w.finish().unwrap()
+    };
+    let records = [(0, 24, 4242), (3, 40, 4243), (1000, 8, 0)];
+    let bytes = write(1001, &records);
+    let snap = Snapshot::parse(&bytes).unwrap();
+    let read: Vec<(u32, u64, u64)> = snap.allocations().iter().map(|a| (a.node, a.usable, a.thread)).collect();
+    assert_eq!(read, records);
+    assert_eq!(snap.allocation(3).map(|a| a.thread), Some(4243));
+    assert_eq!(snap.allocation(2), None);
+
+    // A record for a node the file does not have is an error with its offset.
+    let bytes = write(2, &[(5, 8, 1)]);
+    let err = Snapshot::parse(&bytes).unwrap_err().to_string();
+    assert!(err.contains("aloc node index 5 out of range"), "{err}");
+    // The writer keeps the records in node order.
+    let mut buf = [0u8; 256];
+    let mut w = Writer::new(Vec::new(), &mut buf).unwrap();
+    w.allocation(4, 8, 1).unwrap();
+    assert!(w.allocation(4, 8, 1).is_err());
+}

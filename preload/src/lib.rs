@@ -35,7 +35,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use core_recorder::MmapAlloc;
 use core_recorder::preload::{
     AlignFn, CallocFn, Entered, FreeFn, MallocFn, PosixMemalignFn, ReallocFn, TABLE, modules, record, resolve,
-    set_errno, snapshot, stacks, trigger, usable_size,
+    set_errno, snapshot, stacks, threads, trigger, usable_size,
 };
 use core_recorder::real;
 
@@ -171,6 +171,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
     }
     let Some(f) = real!(realloc, ReallocFn) else { return ptr::null_mut() };
     let stack = stacks::current();
+    let thread = threads::current();
     // The lock is held across the real call so that no other thread can be handed the old
     // address while the table still lists it.
     let mut table = TABLE.lock();
@@ -182,7 +183,7 @@ pub unsafe extern "C" fn realloc(p: *mut c_void, size: usize) -> *mut c_void {
             table.reinsert(entry);
         }
     } else {
-        table.insert(q as usize, size, 0, stack);
+        table.insert(q as usize, size, stack, thread);
     }
     q
 }

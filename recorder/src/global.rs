@@ -148,7 +148,7 @@ unsafe impl GlobalAlloc for Recorder {
                 table.reinsert(entry);
             }
         } else {
-            table.insert(q as usize, new_size, 0, stack);
+            table.insert(q as usize, new_size, stack, crate::threads::current());
         }
         q
     }

@@ -49,6 +49,37 @@ mod imp {
         value != 0
     }
 
+    /// The thread id kept in bytes 4 to 7 of the same TLS slot (see [`super::thread_id`]).
+    #[inline(always)]
+    pub fn thread_id() -> u32 {
+        let value: u32;
+        // SAFETY: reads bytes 4..8 of this thread's 8-byte `.tbss` slot declared above; nothing else.
+        unsafe {
+            asm!(
+                "movq heapsnap_recorder_guard@gottpoff(%rip), {offset}",
+                "movl %fs:4({offset}), {value:e}",
+                offset = out(reg) _,
+                value = out(reg) value,
+                options(att_syntax, nostack, readonly, preserves_flags)
+            );
+        }
+        value
+    }
+
+    #[inline(always)]
+    pub fn set_thread_id(tid: u32) {
+        // SAFETY: writes bytes 4..8 of the same thread-private slot as `thread_id`.
+        unsafe {
+            asm!(
+                "movq heapsnap_recorder_guard@gottpoff(%rip), {offset}",
+                "movl {value:e}, %fs:4({offset})",
+                offset = out(reg) _,
+                value = in(reg) tid,
+                options(att_syntax, nostack, preserves_flags)
+            );
+        }
+    }
+
     #[inline(always)]
     pub fn set(on: bool) {
         // SAFETY: writes the same thread-private byte as `get`; no other thread can address it.
@@ -71,6 +102,15 @@ mod imp {
     std::thread_local! {
         // `const` initialisation and a type without `Drop`: no lazy init, no destructor registration.
         static GUARD: Cell<bool> = const { Cell::new(false) };
+        static THREAD_ID: Cell<u32> = const { Cell::new(0) };
+    }
+
+    pub fn thread_id() -> u32 {
+        THREAD_ID.with(Cell::get)
+    }
+
+    pub fn set_thread_id(tid: u32) {
+        THREAD_ID.with(|t| t.set(tid))
     }
 
     pub fn get() -> bool {
@@ -80,6 +120,15 @@ mod imp {
     pub fn set(on: bool) {
         GUARD.with(|g| g.set(on))
     }
+}
+
+/// The calling thread's id as [`crate::threads::current`] keeps it, 0 before it is first asked.
+pub fn thread_id() -> u32 {
+    imp::thread_id()
+}
+
+pub fn set_thread_id(tid: u32) {
+    imp::set_thread_id(tid)
 }
 
 /// Holds the guard for this thread until dropped (a plain stack value, not a TLS destructor).

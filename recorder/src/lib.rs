@@ -187,7 +187,8 @@ pub(crate) fn record(p: *mut c_void, size: usize) {
     // The usable size is asked for at snapshot time, when it matters (one call per live block
     // instead of one per allocation).
     let stack = stacks::current();
-    TABLE.lock().insert(p as usize, size, 0, stack);
+    let thread = threads::current();
+    TABLE.lock().insert(p as usize, size, stack, thread);
 }
 
 /// What the `LD_PRELOAD` front (`preload/`) builds its C hooks from: the guard, the table, the
@@ -224,6 +225,10 @@ pub mod preload {
 
     pub mod stacks {
         pub use crate::stacks::{current, on_load};
+    }
+
+    pub mod threads {
+        pub use crate::threads::current;
     }
 
     pub mod modules {

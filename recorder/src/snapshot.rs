@@ -667,6 +667,9 @@ fn write(
             flags: 0,
         })?;
     }
+    for (node, b) in blocks.iter().enumerate() {
+        w.allocation(node as u32, b.usable as u64, b.thread as u64)?;
+    }
 
     let lowest = blocks.first().map_or(usize::MAX, |b| b.addr);
     let highest = blocks.iter().map(|b| b.addr + b.size.max(1)).max().unwrap_or(0);

@@ -19,6 +19,8 @@ pub struct Entry {
     pub usable: usize,
     /// Allocation stack id in [`crate::trie`], 0 for none.
     pub stack: u32,
+    /// The allocating thread's id (`gettid`), 0 when unknown.
+    pub thread: u32,
 }
 
 pub struct Table {
@@ -133,7 +135,7 @@ impl Table {
 
     /// Records a new block and gives it the next serial number.
     #[inline]
-    pub fn insert(&mut self, addr: usize, size: usize, usable: usize, stack: u32) {
+    pub fn insert(&mut self, addr: usize, size: usize, stack: u32, thread: u32) {
         if addr == 0 {
             return;
         }
@@ -143,7 +145,7 @@ impl Table {
         }
         let serial = self.next_serial;
         self.next_serial += 1;
-        self.place(Entry { addr, serial, size, usable, stack });
+        self.place(Entry { addr, serial, size, usable: 0, stack, thread });
         self.len += 1;
     }
 

@@ -4,6 +4,26 @@
 
 use core::ffi::c_int;
 
+/// This thread's id, as `gettid` gives it: asked once per thread and kept beside the re-entry
+/// guard in static TLS (a system call per allocation would cost more than the rest of a hook).
+#[inline]
+pub fn current() -> u32 {
+    match crate::guard::thread_id() {
+        0 => {
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::syscall(libc::SYS_gettid) } as u32;
+            crate::guard::set_thread_id(tid);
+            tid
+        }
+        tid => tid,
+    }
+}
+
+/// In the child of `fork` the forking thread has a new id: forget the one kept.
+pub fn forget_after_fork() {
+    crate::guard::set_thread_id(0);
+}
+
 /// Calls `f(tid)` for every thread of the process; false when `/proc/self/task` cannot be read.
 pub fn each_task(buf: &mut [u8], mut f: impl FnMut(i32)) -> bool {
     // SAFETY: a NUL-terminated path; the descriptor is closed below.

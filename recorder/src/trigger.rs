@@ -294,6 +294,7 @@ extern "C" fn after_fork_child() {
     SNAPSHOTS.release();
     stop::after_fork_child();
     snapshot::after_fork_child();
+    crate::threads::forget_after_fork();
     RECORDER_TID.store(0, Ordering::Release);
     REQUESTS.store(0, Ordering::Release);
     EXITING.store(false, Ordering::Release);

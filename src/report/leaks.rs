@@ -64,6 +64,9 @@ pub struct GroupRow {
     pub site: String,
     /// The leader's allocation stack, innermost frame first.
     pub stack: Vec<String>,
+    /// The id of the thread that allocated the leader, when the producer recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub thread: Option<u64>,
     /// Identities of every member, leader first; only when asked for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub members: Option<Vec<u64>>,
@@ -219,6 +222,7 @@ fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
         sites: tally(heap, &group.members, |v| heap.site_name(g.stack[v as usize])),
         site: heap.site_name(g.stack[leader]),
         stack: heap.stack_names(g.stack[leader]),
+        thread: heap.snap.allocation(group.leader).map(|a| a.thread).filter(|&t| t != 0),
         members: options.members.then(|| group.members.iter().map(|&v| g.identity[v as usize]).collect()),
     }
 }
@@ -270,9 +274,10 @@ impl Report for LeakReport {
             out += &md_omitted(self.omitted_groups, "groups");
             for (i, g) in self.groups.iter().enumerate().filter(|(_, g)| !g.stack.is_empty()) {
                 let frames: Vec<String> = g.stack.iter().map(|f| format!("  - {}", md(f))).collect();
+                let thread = g.thread.map(|t| format!(", thread {t}")).unwrap_or_default();
                 write!(
                     out,
-                    "\n<details><summary>group {} allocation stack</summary>\n\n{}\n\n</details>\n",
+                    "\n<details><summary>group {} allocation stack{thread}</summary>\n\n{}\n\n</details>\n",
                     i + 1,
                     frames.join("\n")
                 )
