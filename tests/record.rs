@@ -286,7 +286,7 @@ fn signal_snapshot(name: &str) {
     let progress = Progress::stderr(true);
     let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
     let heap = file.load(&progress).expect("snapshot loads");
-    let held = (0..heap.graph.size.len()).find(|&n| heap.graph.size[n] == 1234).expect("the held block is live");
+    let held = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 1234).expect("the held block is live");
     assert!(
         snap.roots().iter().any(|r| r.node as usize == held && r.kind == hsnap::RootKind::Stack && !r.interior),
         "no stack root for the held block"
@@ -514,7 +514,7 @@ fn roots_follow_dlopen_and_dlclose() {
     let progress = Progress::stderr(true);
     let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
     let heap = file.load(&progress).expect("snapshot loads");
-    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size[n] == 77).expect("the block is live");
+    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 77).expect("the block is live");
     assert!(
         snap.roots().iter().any(|r| r.node as usize == stashed && r.kind == hsnap::RootKind::Global && !r.interior),
         "no global root for the stashed block"
