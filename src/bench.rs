@@ -48,9 +48,19 @@ pub fn measure(path: &Path, petgraph: bool) -> Result<Measurement> {
     let opened = crate::import::open_any(path, &Progress::hidden())?;
     let file = &opened.file;
     let format = |source| Error::Format { path: path.to_path_buf(), source };
-    let snap = hsnap::Snapshot::parse(file.bytes()).map_err(format)?;
+    // A converted V8 snapshot comes with its graph, built as the file was written.
+    let built = opened.take_graph();
+    let snap = match built {
+        Some(_) => hsnap::Snapshot::parse_own(file.bytes()),
+        None => hsnap::Snapshot::parse(file.bytes()),
+    }
+    .map_err(format)?;
     let parse = lap(&mut t);
-    let graph = Graph::load(&snap, &Progress::hidden()).map_err(format)?;
+    let graph = match built {
+        Some(graph) => graph,
+        None => Graph::load(&snap, &Progress::hidden()).map_err(format)?,
+    };
+    file.release_all();
     let graph_time = lap(&mut t);
     let (analysis, timings) = Analysis::timed(&graph, &Progress::hidden());
     lap(&mut t);

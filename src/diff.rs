@@ -54,8 +54,7 @@ pub struct Identities {
 
 impl Identities {
     pub fn of(heap: &Heap<'_>) -> Identities {
-        let mut pairs: Vec<(u64, u32)> =
-            heap.graph.identity.iter().enumerate().map(|(v, &id)| (id, v as u32)).collect();
+        let mut pairs: Vec<(u64, u32)> = heap.graph.identity.iter().enumerate().map(|(v, id)| (id, v as u32)).collect();
         pairs.sort_unstable();
         pairs.dedup_by_key(|p| p.0);
         Identities { pairs }
@@ -99,7 +98,7 @@ pub fn decide(base: &Heap<'_>, new: &Heap<'_>, base_ids: &Identities, by: By) ->
     let smaller = base.graph.node_count().min(new.graph.node_count());
     let shared = (0..new.graph.node_count() as u32)
         .filter(|&v| {
-            base_ids.get(new.graph.identity[v as usize]).is_some_and(|b| {
+            base_ids.get(new.graph.identity.get(v as usize)).is_some_and(|b| {
                 base.snap.type_name(base.graph.type_id[b as usize]) == new.snap.type_name(new.graph.type_id[v as usize])
             })
         })
@@ -161,9 +160,9 @@ fn key_totals(
         let n = slot(key[v], &mut out);
         let entry = out.get_mut(&n).expect("inserted");
         entry.0.objects += 1;
-        entry.0.bytes += g.size[v];
+        entry.0.bytes += g.size.get(v);
         if born.is_some_and(|b| b[v]) {
-            entry.1.add(g.size[v]);
+            entry.1.add(g.size.get(v));
         }
     }
     for t in side.analysis.retention.by_key(g, key) {
@@ -274,7 +273,7 @@ fn group_growth(base: Side<'_, '_>, new: Side<'_, '_>, limit: usize) -> (Vec<Gro
                 base: b,
                 new: n,
                 bytes: delta(n.bytes, b.bytes),
-                example_leader: new.heap.graph.identity[leader as usize],
+                example_leader: new.heap.graph.identity.get(leader as usize),
                 stack: new.heap.stack_names(new.heap.graph.stack[leader as usize]),
             })
         })
@@ -346,7 +345,7 @@ fn totals(heap: &Heap<'_>) -> Amount {
 
 fn held(side: Side<'_, '_>) -> u64 {
     let r = &side.analysis.retention;
-    (0..side.heap.graph.node_count()).filter(|&v| r.idom[v] != UNREACHED).map(|v| side.heap.graph.size[v]).sum()
+    (0..side.heap.graph.node_count()).filter(|&v| r.idom[v] != UNREACHED).map(|v| side.heap.graph.size.get(v)).sum()
 }
 
 impl DiffReport {
@@ -360,17 +359,17 @@ impl DiffReport {
             let mut life = Lifetimes::default();
             let mut born = vec![false; ng.node_count()];
             for (v, b) in born.iter_mut().enumerate() {
-                if base_ids.contains(ng.identity[v]) {
-                    life.kept.add(ng.size[v]);
+                if base_ids.contains(ng.identity.get(v)) {
+                    life.kept.add(ng.size.get(v));
                 } else {
                     *b = true;
-                    life.born.add(ng.size[v]);
+                    life.born.add(ng.size.get(v));
                 }
             }
             let new_ids = Identities::of(new.heap);
             for v in 0..bg.node_count() {
-                if !new_ids.contains(bg.identity[v]) {
-                    life.freed.add(bg.size[v]);
+                if !new_ids.contains(bg.identity.get(v)) {
+                    life.freed.add(bg.size.get(v));
                 }
             }
             lifetimes = Some(life);
@@ -465,7 +464,7 @@ fn outermost_retainers(side: Side<'_, '_>, marked: &[bool], limit: usize) -> (Ve
                 && (d == VIRTUAL_ROOT || !marked.get(d as usize).copied().unwrap_or(false))
         })
         .collect();
-    let order = |&v: &u32| (Reverse(r.retained[v as usize]), g.identity[v as usize], v);
+    let order = |&v: &u32| (Reverse(r.retained[v as usize]), g.identity.get(v as usize), v);
     let cut = nodes.len().saturating_sub(limit);
     if nodes.len() > limit {
         nodes.select_nth_unstable_by_key(limit, order);
@@ -539,11 +538,11 @@ impl CandidateReport {
         let g = &heap.graph;
         let n = g.node_count();
         let candidate: Vec<bool> =
-            g.identity.iter().map(|&id| target_ids.contains(id) && !base_ids.contains(id)).collect();
+            g.identity.iter().map(|id| target_ids.contains(id) && !base_ids.contains(id)).collect();
         let mut total = Amount::default();
         let mut sites: HashMap<u32, Vec<u32>> = HashMap::new();
         for v in (0..n).filter(|&v| candidate[v]) {
-            total.add(g.size[v]);
+            total.add(g.size.get(v));
             sites.entry(g.stack[v]).or_default().push(v as u32);
         }
         let mut by_site: BTreeMap<String, Vec<u32>> = BTreeMap::new();
@@ -555,7 +554,7 @@ impl CandidateReport {
             .map(|(site, nodes)| SiteGroup {
                 site,
                 objects: nodes.len() as u64,
-                bytes: nodes.iter().map(|&v| g.size[v as usize]).sum(),
+                bytes: nodes.iter().map(|&v| g.size.get(v as usize)).sum(),
                 types: type_tally(heap, &nodes),
             })
             .collect();
@@ -642,10 +641,10 @@ fn path_groups(side: Side<'_, '_>, candidate: &[bool], limit: usize) -> (Vec<Pat
             })
         };
         group_of[vu] = group;
-        groups[group as usize].2.add(g.size[vu]);
+        groups[group as usize].2.add(g.size.get(vu));
     }
     // Largest first; ties by the first candidate found, which the search order fixes.
-    groups.sort_by_key(|&(_, first, a)| (Reverse(a.bytes), Reverse(a.objects), g.identity[first as usize], first));
+    groups.sort_by_key(|&(_, first, a)| (Reverse(a.bytes), Reverse(a.objects), g.identity.get(first as usize), first));
     let cut = groups.len().saturating_sub(limit);
     groups.truncate(limit);
     let groups = groups
@@ -797,7 +796,7 @@ fn example_path(heap: &Heap<'_>, v: u32, parent: &[u32], label: &[Label]) -> Vec
         let p = parent[at as usize];
         let first = p == at || p == NONE;
         path.push(Step {
-            id: g.identity[at as usize],
+            id: g.identity.get(at as usize),
             type_name: heap.type_name(at).into_owned(),
             label: if first { None } else { heap.label_name(label[at as usize]) },
         });
@@ -814,7 +813,7 @@ fn example_path(heap: &Heap<'_>, v: u32, parent: &[u32], label: &[Label]) -> Vec
 fn type_tally(heap: &Heap<'_>, nodes: &[u32]) -> Vec<Tally> {
     let mut by_name: BTreeMap<String, Amount> = BTreeMap::new();
     for &v in nodes {
-        by_name.entry(heap.type_name(v).into_owned()).or_default().add(heap.graph.size[v as usize]);
+        by_name.entry(heap.type_name(v).into_owned()).or_default().add(heap.graph.size.get(v as usize));
     }
     let mut rows: Vec<Tally> =
         by_name.into_iter().map(|(name, a)| Tally { name, objects: a.objects, bytes: a.bytes }).collect();

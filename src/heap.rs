@@ -43,6 +43,35 @@ impl SnapshotFile {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
+
+    /// Gives back the memory of the mapped bytes `range` (whole pages inside it): they stop
+    /// counting in this process's resident set, and are read from the file again if touched. Done
+    /// behind a pass over a large file, and once the graph holds what reports need, so that the
+    /// file's pages do not add to the peak. Advice only: a failure changes nothing.
+    pub fn release(&self, range: std::ops::Range<usize>) {
+        let Some(map) = &self.map else { return };
+        let page = page_size();
+        let start = range.start.div_ceil(page) * page;
+        let end = if range.end >= map.len() { map.len() } else { range.end / page * page };
+        if start >= end {
+            return;
+        }
+        // SAFETY: the map is read-only and private, and nothing ever writes through it, so
+        // MADV_DONTNEED only drops clean copies of file pages: a later read maps the same bytes
+        // from the file again (the file is not changed while mapped, as for every read here).
+        let _ = unsafe { map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+    }
+
+    /// [`SnapshotFile::release`] of the whole file.
+    pub fn release_all(&self) {
+        self.release(0..self.bytes().len());
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if size > 0 { size as usize } else { 4096 }
 }
 
 /// A loaded snapshot: its tables, its graph, and where it came from.
@@ -56,9 +85,25 @@ pub struct Heap<'a> {
 
 impl<'a> Heap<'a> {
     pub fn load(file: &'a SnapshotFile, progress: &Progress) -> Result<Heap<'a>> {
+        Heap::load_with(file, None, progress)
+    }
+
+    /// [`Heap::load`], with the graph already built (by a conversion that wrote `file`) if
+    /// `graph` is given: the file's tables are parsed and checked, its nodes and edges not decoded.
+    pub fn load_with(file: &'a SnapshotFile, graph: Option<Graph>, progress: &Progress) -> Result<Heap<'a>> {
         let format_error = |source| Error::Format { path: file.path().to_path_buf(), source };
-        let snap = Snapshot::parse(file.bytes()).map_err(format_error)?;
-        let graph = Graph::load(&snap, progress).map_err(format_error)?;
+        let (snap, graph) = match graph {
+            // The file was just written from the same records as the graph.
+            Some(graph) => (Snapshot::parse_own(file.bytes()).map_err(format_error)?, graph),
+            None => {
+                let snap = Snapshot::parse(file.bytes()).map_err(format_error)?;
+                let graph = Graph::load(&snap, progress).map_err(format_error)?;
+                (snap, graph)
+            }
+        };
+        // The graph holds what the analyses need; names and labels are read again from the file
+        // when a report asks for them.
+        file.release_all();
         let symbols = Symbolizer::new(SearchPath::from_env(&[]));
         Ok(Heap { path: file.path().to_path_buf(), snap, graph, symbols })
     }
@@ -140,9 +185,11 @@ impl<'a> Heap<'a> {
         let not_found = || Error::Usage(format!("{}: no node {spec}", self.path.display()));
         if let Some(hex) = spec.strip_prefix("0x").or_else(|| spec.strip_prefix("0X")) {
             let address = u64::from_str_radix(hex, 16).map_err(|_| Error::Usage(format!("bad address {spec}")))?;
-            let inside = |v: usize| g.address[v] <= address && address < g.address[v].saturating_add(g.size[v].max(1));
+            let inside = |v: usize| {
+                g.address.get(v) <= address && address < g.address.get(v).saturating_add(g.size.get(v).max(1))
+            };
             return (0..g.node_count())
-                .find(|&v| g.address[v] == address)
+                .find(|&v| g.address.get(v) == address)
                 .or_else(|| (0..g.node_count()).find(|&v| inside(v)))
                 .map(|v| v as u32)
                 .ok_or_else(not_found);
@@ -150,6 +197,6 @@ impl<'a> Heap<'a> {
         let identity: u64 = spec.parse().map_err(|_| {
             Error::Usage(format!("NODE must be an identity (decimal) or an address (0x…), not {spec:?}"))
         })?;
-        g.identity.iter().position(|&i| i == identity).map(|v| v as u32).ok_or_else(not_found)
+        g.identity.iter().position(|i| i == identity).map(|v| v as u32).ok_or_else(not_found)
     }
 }

@@ -274,11 +274,11 @@ fn each_block_records_its_thread_and_usable_size() {
     assert_eq!(heap.snap.allocations().len() as u32, nodes, "one aloc record per block");
     for v in 0..nodes {
         let a = heap.snap.allocation(v).expect("every block has its record");
-        assert!(a.usable >= heap.graph.size[v as usize], "block {v}: usable {} < size", a.usable);
+        assert!(a.usable >= heap.graph.size.get(v as usize), "block {v}: usable {} < size", a.usable);
         assert_ne!(a.thread, 0, "block {v}: no thread");
     }
     let identity_to_node: std::collections::HashMap<u64, u32> =
-        (0..nodes).map(|v| (heap.graph.identity[v as usize], v)).collect();
+        (0..nodes).map(|v| (heap.graph.identity.get(v as usize), v)).collect();
     let mut threads = Vec::new();
     for group in &report.groups {
         let thread = group.thread.expect("the leader's thread");
@@ -325,7 +325,7 @@ fn signal_snapshot(name: &str) {
     let progress = Progress::stderr(true);
     let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
     let heap = file.load(&progress).expect("snapshot loads");
-    let held = (0..heap.graph.size.len()).find(|&n| heap.graph.size[n] == 1234).expect("the held block is live");
+    let held = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 1234).expect("the held block is live");
     assert!(
         snap.roots().iter().any(|r| r.node as usize == held && r.kind == hsnap::RootKind::Stack && !r.interior),
         "no stack root for the held block"
@@ -553,7 +553,7 @@ fn roots_follow_dlopen_and_dlclose() {
     let progress = Progress::stderr(true);
     let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
     let heap = file.load(&progress).expect("snapshot loads");
-    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size[n] == 77).expect("the block is live");
+    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 77).expect("the block is live");
     assert!(
         snap.roots().iter().any(|r| r.node as usize == stashed && r.kind == hsnap::RootKind::Global && !r.interior),
         "no global root for the stashed block"

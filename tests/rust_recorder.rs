@@ -89,7 +89,7 @@ fn analyse(snapshot: &Path) -> Analysed {
             Class::Possibly => &mut entry.possibly,
             Class::Leaked => &mut entry.leaked,
         };
-        slot.0 += heap.graph.size[v];
+        slot.0 += heap.graph.size.get(v);
         slot.1 += 1;
     }
     Analysed { report, sites }

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use heapsnap::Error;
 use heapsnap::analysis::Analysis;
+use heapsnap::graph::Column;
 use heapsnap::heap::{Heap, SnapshotFile};
 use heapsnap::import::{open_any, v8};
 use heapsnap::progress::Progress;
@@ -72,9 +73,9 @@ fn tiny_fixture_converts_with_exact_types_edges_and_retained_sizes() {
     let heap = Heap::load(&file, &Progress::hidden()).unwrap();
     let g = &heap.graph;
     assert_eq!(g.node_count(), 10);
-    assert_eq!(g.identity, [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
-    assert_eq!(g.size, [0, 0, 10, 20, 30, 40, 50, 60, 70, 80]);
-    assert_eq!(g.address, [0; 10]);
+    assert_eq!(g.identity.iter().collect::<Vec<_>>(), [1, 3, 5, 7, 9, 11, 13, 15, 17, 19]);
+    assert_eq!(g.size.iter().collect::<Vec<_>>(), [0, 0, 10, 20, 30, 40, 50, 60, 70, 80]);
+    assert_eq!(g.address, Column::Zero(10), "V8 addresses are all 0, stored as nothing");
     let types: Vec<String> = (0..10).map(|v| heap.type_name(v).into_owned()).collect();
     let expected = [
         "(synthetic)",
@@ -89,8 +90,8 @@ fn tiny_fixture_converts_with_exact_types_edges_and_retained_sizes() {
         "Detached <div>",
     ];
     assert_eq!(types, expected);
-    assert_eq!(g.flags[9], Node::DETACHED);
-    assert!(g.flags[..9].iter().all(|&f| f == 0));
+    assert_eq!(g.flags.get(9), Node::DETACHED as u64);
+    assert!(g.flags.iter().take(9).all(|f| f == 0));
 
     // Node 0 is the one root.
     assert_eq!(g.roots().len(), 1);
@@ -263,7 +264,7 @@ fn node_snapshot_keeps_every_node_and_finds_the_map_and_the_closure() {
     let retained = |v: u32| analysis.retention.retained[v as usize];
     let described: Vec<String> = top
         .iter()
-        .map(|&v| format!("{} #{} {}", heap.type_name(v), heap.graph.identity[v as usize], retained(v)))
+        .map(|&v| format!("{} #{} {}", heap.type_name(v), heap.graph.identity.get(v as usize), retained(v)))
         .collect();
     // 2000 Leaky instances of 16 elements each; 200000 doubles in the closure's context.
     let map = top.iter().find(|&&v| heap.type_name(v) == "Map");
@@ -306,8 +307,7 @@ fn retained_sizes_agree_with_memlab_on_the_1000_largest() {
 /// Compares memlab's `{id, retainedSize}` lines with heapsnap's retained sizes: how many were
 /// compared, and the differences.
 fn compare_with_memlab(heap: &Heap<'_>, analysis: &Analysis, memlab: &str) -> (usize, Vec<String>) {
-    let by_identity: HashMap<u64, u32> =
-        heap.graph.identity.iter().enumerate().map(|(v, &id)| (id, v as u32)).collect();
+    let by_identity: HashMap<u64, u32> = heap.graph.identity.iter().enumerate().map(|(v, id)| (id, v as u32)).collect();
     let mut differ = Vec::new();
     let mut compared = 0;
     for line in memlab.lines() {
@@ -363,7 +363,7 @@ fn more_than_2_pow_24_nodes_convert_with_exact_results() {
     let (head, tail) = (planted.chain_head as u32, planted.chain_tail as u32);
     assert!(u64::from(head) < 1 << 24 && u64::from(tail) > 1 << 24);
     let last = (nodes - 1) as u32;
-    assert_eq!(g.identity[last as usize], v8_synth::node_id(nodes - 1));
+    assert_eq!(g.identity.get(last as usize), v8_synth::node_id(nodes - 1));
     assert_eq!((heap.type_name(last), heap.type_name(tail)), ("LeakedCycle".into(), "ChainLink".into()));
     let retained = &analysis.retention.retained;
     assert_eq!(retained[head as usize], chain * LINK_SIZE);
@@ -373,7 +373,7 @@ fn more_than_2_pow_24_nodes_convert_with_exact_results() {
     // The WeakMap: its key retains the value, its table does not.
     let (table, key, value) = (planted.weakmap_table as u32, planted.weakmap_key as u32, planted.weakmap_value);
     assert_eq!(retained[key as usize], KEY_SIZE + VALUE_SIZE);
-    assert_eq!(retained[table as usize], g.size[table as usize]);
+    assert_eq!(retained[table as usize], g.size.get(table as usize));
     assert_eq!(analysis.retention.idom[value as usize], key);
 
     // The one leak: the cycle of three, beyond 2^24.
@@ -466,7 +466,7 @@ fn weakmap_values_are_retained_by_their_keys_not_by_the_table() {
         // The key is the value's only essential retainer: it dominates it and retains it.
         assert_eq!(retention.idom[e.to as usize], e.from, "{}", e.name);
         let (key, value) = (e.from as usize, e.to as usize);
-        assert_eq!(retention.retained[key], g.size[key] + retention.retained[value]);
+        assert_eq!(retention.retained[key], g.size.get(key) + retention.retained[value]);
         assert!(retention.retained[value] > 4000 * 8, "the value holds 4000 doubles");
     }
 
@@ -500,13 +500,13 @@ fn weakmap_values_are_retained_by_their_keys_not_by_the_table() {
     assert_eq!(memlab.len(), g.node_count());
     let mut theirs: Vec<(u64, u64)> = memlab.iter().map(|(&id, &size)| (size, id)).collect();
     theirs.sort_unstable_by(|a, b| b.cmp(a));
-    let by_identity: HashMap<u64, u32> = g.identity.iter().enumerate().map(|(v, &id)| (id, v as u32)).collect();
+    let by_identity: HashMap<u64, u32> = g.identity.iter().enumerate().map(|(v, id)| (id, v as u32)).collect();
     let mut compared: Vec<u32> = retention.top(1000);
     compared.extend(theirs[..1000].iter().map(|&(_, id)| by_identity[&id]));
     compared.sort_unstable();
     compared.dedup();
-    let memlab_of = |v: u32| memlab[&g.identity[v as usize]];
-    let describe = |v: u32| format!("#{} {}", g.identity[v as usize], heap.type_name(v));
+    let memlab_of = |v: u32| memlab[&g.identity.get(v as usize)];
+    let describe = |v: u32| format!("#{} {}", g.identity.get(v as usize), heap.type_name(v));
     let rule_differs: Vec<String> =
         compared.iter().filter(|&&v| with_table.retained[v as usize] != memlab_of(v)).map(|&v| describe(v)).collect();
     assert!(rule_differs.is_empty(), "with memlab's rule, these still differ: {rule_differs:#?}");
@@ -521,7 +521,7 @@ fn weakmap_values_are_retained_by_their_keys_not_by_the_table() {
     // Among them every key, which memlab credits with its own size only.
     for e in &from_key {
         assert!(differ.contains(&e.from), "{} is not among the differences", describe(e.from));
-        assert_eq!(memlab_of(e.from), g.size[e.from as usize]);
+        assert_eq!(memlab_of(e.from), g.size.get(e.from as usize));
     }
     eprintln!("{} nodes compared with memlab, {} differ, all by the WeakMap rule", compared.len(), differ.len());
 }
@@ -562,12 +562,41 @@ fn synthetic_snapshots_agree_with_memlab_except_the_weakmap_key_and_the_root() {
     // The leaked cycle is its own group for heapsnap.
     compared.retain(|&v| !analysis.reach.is_leaked(v));
     let differ: Vec<u32> =
-        compared.iter().copied().filter(|&v| retained[v as usize] != memlab[&g.identity[v as usize]]).collect();
+        compared.iter().copied().filter(|&v| retained[v as usize] != memlab[&g.identity.get(v as usize)]).collect();
     let key = planted.weakmap_key as u32;
     assert_eq!(differ, [0, key]);
     // The root: memlab's counts the cycle it hangs under it.
-    assert_eq!(memlab[&g.identity[0]], retained[0] + 3 * LEAKED_SIZE);
+    assert_eq!(memlab[&g.identity.get(0)], retained[0] + 3 * LEAKED_SIZE);
     assert_eq!((retained[key as usize], memlab[&v8_synth::node_id(key.into())]), (KEY_SIZE + VALUE_SIZE, KEY_SIZE));
     let head = planted.chain_head as usize;
-    assert_eq!(memlab[&g.identity[head]], retained[head]);
+    assert_eq!(memlab[&g.identity.get(head)], retained[head]);
+}
+
+/// The graph a conversion builds as it writes is the one decoding the written file gives.
+#[test]
+fn the_graph_built_while_converting_is_the_graph_of_the_file() {
+    use heapsnap::graph::Graph;
+    use heapsnap::import::v8_synth::{self, V8SynthOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let snapshot = dir.path().join("synthetic.heapsnapshot");
+    v8_synth::write(&snapshot, V8SynthOptions { nodes: 20_000, chain: 300, seed: 9, extra_edges: true }).unwrap();
+    for input in [tiny(), snapshot] {
+        let opened = open_any(&input, &Progress::hidden()).unwrap();
+        let built = opened.take_graph().expect("a conversion builds the graph");
+        assert!(opened.take_graph().is_none(), "taken once; later loads decode the file");
+        let snap = hsnap::Snapshot::parse(opened.file.bytes()).unwrap();
+        let decoded = Graph::load(&snap, &Progress::hidden()).unwrap();
+        let n = decoded.node_count();
+        assert_eq!((built.node_count(), built.edge_count()), (n, decoded.edge_count()));
+        assert_eq!(
+            (&built.identity, &built.address, &built.size),
+            (&decoded.identity, &decoded.address, &decoded.size)
+        );
+        assert_eq!((&built.type_id, &built.stack, &built.flags), (&decoded.type_id, &decoded.stack, &decoded.flags));
+        assert_eq!(built.roots(), decoded.roots());
+        for v in 0..n as u32 {
+            assert_eq!(built.edges(v).collect::<Vec<_>>(), decoded.edges(v).collect::<Vec<_>>(), "node {v}");
+        }
+        assert!(built.edges(0).count() > 0 && (0..n as u32).any(|v| built.edges(v).any(|(_, k)| k == EdgeKind::Weak)));
+    }
 }

@@ -104,8 +104,8 @@ pub struct Snapshot<'a> {
     data: &'a [u8],
     version: (u16, u16),
     meta: Vec<(&'a [u8], &'a [u8])>,
-    /// Index 0 is the empty "none" string.
-    strings: Vec<&'a [u8]>,
+    /// The string table, index 0 being the empty "none" string.
+    strings: Strings<'a>,
     types: Vec<u32>,
     modules: Vec<Module<'a>>,
     frames: Vec<Frame>,
@@ -119,6 +119,61 @@ pub struct Snapshot<'a> {
     counts: Counts,
     done_offset: u64,
     checksum: u64,
+}
+
+/// The string table, without a slice per string (16 bytes each, and a heap of a few million
+/// objects names millions of strings): where every [`Strings::STRIDE`]-th record starts, and the
+/// others found by skipping records from there. Records never span chunks, so a skip that reaches
+/// the end of a `STRS` chunk goes on at the start of the next.
+#[derive(Debug, Default)]
+struct Strings<'a> {
+    chunks: Vec<In<'a>>,
+    /// Per `STRIDE` records: the chunk (index in `chunks`) and the offset in it of the first.
+    marks: Vec<(u32, u32)>,
+    /// Records, not counting the "none" string.
+    count: usize,
+}
+
+impl<'a> Strings<'a> {
+    const STRIDE: usize = 16;
+
+    /// Ids, counting the "none" string: ids below this are valid.
+    fn len(&self) -> usize {
+        self.count + 1
+    }
+
+    /// Files the record starting at `record`, a suffix of the chunk payload `chunk`.
+    fn push(&mut self, chunk: In<'a>, record: In<'a>) {
+        if self.chunks.last().is_none_or(|last| last.as_ptr() != chunk.as_ptr()) {
+            self.chunks.push(chunk);
+        }
+        if self.count % Self::STRIDE == 0 {
+            let offset = chunk.len() - record.len();
+            self.marks.push((self.chunks.len() as u32 - 1, offset as u32));
+        }
+        self.count += 1;
+    }
+
+    /// String `id`; the empty string for 0 and unknown ids.
+    fn get(&self, id: u32) -> &'a [u8] {
+        let Some(k) = (id as usize).checked_sub(1).filter(|&k| k < self.count) else { return &[] };
+        let (mut chunk, offset) = self.marks[k / Self::STRIDE];
+        let mut rest = &self.chunks[chunk as usize][offset as usize..];
+        // The parser checked every record, so these decode.
+        let mut record = || {
+            while rest.is_empty() {
+                chunk += 1;
+                rest = self.chunks[chunk as usize];
+            }
+            let (after, s) = bytes(rest).expect("string records were checked when parsed");
+            rest = after;
+            s
+        };
+        for _ in 0..k % Self::STRIDE {
+            record();
+        }
+        record()
+    }
 }
 
 /// String references met while parsing, checked once the string table is complete.
@@ -135,11 +190,23 @@ impl<'a> Snapshot<'a> {
     /// Parses and checks the framing, every CRC and every table but nodes and edges, whose records
     /// are checked as [`Snapshot::nodes`] and [`Snapshot::edges`] decode them.
     pub fn parse(data: &'a [u8]) -> Result<Snapshot<'a>, FormatError> {
+        Snapshot::parse_checking(data, true)
+    }
+
+    /// [`Snapshot::parse`] of a file this process has just written (a conversion's temporary
+    /// output), without recomputing the CRCs of `NODE` and `EDGE` chunks: they are most of the file,
+    /// and reading them only to check what was just computed would bring every page of it into
+    /// memory. Everything else is checked as by `parse`, and records as they are decoded.
+    pub fn parse_own(data: &'a [u8]) -> Result<Snapshot<'a>, FormatError> {
+        Snapshot::parse_checking(data, false)
+    }
+
+    fn parse_checking(data: &'a [u8], bulk_crcs: bool) -> Result<Snapshot<'a>, FormatError> {
         let mut snap = Snapshot {
             data,
             version: (0, 0),
             meta: Vec::new(),
-            strings: vec![&[]],
+            strings: Strings::default(),
             types: Vec::new(),
             modules: Vec::new(),
             frames: Vec::new(),
@@ -153,7 +220,7 @@ impl<'a> Snapshot<'a> {
             checksum: 0xcbf2_9ce4_8422_2325,
         };
         let mut pending = Pending::default();
-        snap.read_all(&mut pending).map_err(|e| snap.error(e))?;
+        snap.read_all(&mut pending, bulk_crcs).map_err(|e| snap.error(e))?;
         snap.check_references(&pending)?;
         Ok(snap)
     }
@@ -169,7 +236,7 @@ impl<'a> Snapshot<'a> {
         (at.as_ptr() as usize).wrapping_sub(self.data.as_ptr() as usize) as u64
     }
 
-    fn read_all(&mut self, pending: &mut Pending) -> Result<(), nom::Err<Fail<'a>>> {
+    fn read_all(&mut self, pending: &mut Pending, bulk_crcs: bool) -> Result<(), nom::Err<Fail<'a>>> {
         let data = self.data;
         let (mut rest, ()) = header(data)?;
         self.version = (1, u16::from_le_bytes([data[10], data[11]]));
@@ -178,7 +245,9 @@ impl<'a> Snapshot<'a> {
                 return Err(failure(rest, "truncated: expected a DONE chunk, found the end of the file"));
             }
             let (after, (tag, payload, crc)) = chunk(rest)?;
-            let computed = crc32fast::hash(&rest[..rest.len() - after.len() - 4]);
+            let bulk = tag == tag::NODE || tag == tag::EDGE;
+            let computed =
+                if bulk && !bulk_crcs { crc } else { crc32fast::hash(&rest[..rest.len() - after.len() - 4]) };
             if computed != crc {
                 let name = String::from_utf8_lossy(&tag);
                 return Err(failure(
@@ -220,9 +289,9 @@ impl<'a> Snapshot<'a> {
                 Ok((i, ()))
             }),
             tag::STRS => each_record!(|i, _| {
-                let (i, s) = bytes(i)?;
-                self.strings.push(s);
-                Ok((i, ()))
+                let (after, _) = bytes(i)?;
+                self.strings.push(payload, i);
+                Ok((after, ()))
             }),
             tag::TYPE => each_record!(|i, at| {
                 let (i, name) = id(i)?;
@@ -362,7 +431,7 @@ impl<'a> Snapshot<'a> {
 
     /// A string by id; id 0 and unknown ids give the empty string.
     pub fn string(&self, id: u32) -> &'a [u8] {
-        self.strings.get(id as usize).copied().unwrap_or(&[])
+        self.strings.get(id)
     }
 
     pub fn type_count(&self) -> usize {

@@ -346,7 +346,20 @@ impl<S: Sink> Out<'_, '_, '_, S> {
         }
     }
 
+    #[inline]
     fn u(&mut self, value: u64) -> io::Result<()> {
+        // Most records go to the buffer: the varint is encoded in place there (a converter writes
+        // tens of millions of them), not copied from a scratch array.
+        if self.direct.is_none() {
+            let w = &mut *self.writer;
+            let at = CHUNK_HEADER + w.used;
+            if let Some(room) = w.buf.get_mut(at..at + varint::MAX_LEN) {
+                let n = put_u(room, value);
+                w.used += n;
+                self.written += n;
+                return Ok(());
+            }
+        }
         let mut tmp = [0u8; varint::MAX_LEN];
         let n = put_u(&mut tmp, value);
         self.raw(&tmp[..n])

@@ -72,11 +72,11 @@ SLOT_MASK = SLOTS - 1
 OWN = 0xFFFFFFFF                    # slot marker: the exporter's own objects
 TMP = 0x80000000                    # temporary slot values while deduplicating
 BLOCK = 1 << 16                     # referents per discovery step
-BATCH = 1 << 14                     # nodes per NODE/EDGE batch
+BATCH = 1 << 13                     # nodes per NODE/EDGE batch
 HUGE_SOURCE = 1 << 14               # a source with more edges: several records,
 LABEL_INDEX_MAX = HUGE_SOURCE       # unlabelled, written a part at a time
 GROUP_EDGES = 1 << 15               # edges encoded at once, at most (about)
-CACHE_CAP = 1 << 13                 # bound on each encoding cache
+CACHE_CAP = 1 << 11                 # bound on each encoding cache
 
 _IMMORTAL = sys.version_info >= (3, 12)
 _IMMORTAL_RC = 1 << 30

@@ -18,7 +18,7 @@ HEADER = MAGIC + struct.pack("<HHI", MAJOR, MINOR, 0)
 # is a heap object, while a snapshot is being taken.
 _U32LE = struct.Struct("<I")
 
-FLUSH_BYTES = 1 << 20          # ~1 MiB chunks
+FLUSH_BYTES = 1 << 18          # ~256 KiB chunks (and buffers: less memory)
 MAX_CHUNK = 64 << 20           # spec: writers keep chunks at most 64 MiB
 
 _U64 = (1 << 64) - 1

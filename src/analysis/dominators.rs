@@ -22,6 +22,8 @@
 //! met by the search, in an order that keeps phase 2's reads sequential. On a heap of ten million
 //! nodes that halves the time, which goes to cache misses.
 
+use fixedbitset::FixedBitSet;
+
 use crate::graph::Adjacency;
 
 /// `idom` value of a node no root reaches.
@@ -49,21 +51,18 @@ pub struct DominatorTree {
 pub fn dominators(succ: &impl Adjacency, roots: &[u32]) -> DominatorTree {
     let n = succ.node_count();
     assert!(n < VIRTUAL_ROOT as usize, "too many nodes for u32 ids");
-    let Search { pre_of, node_of, parent, mut semi, deferred } = search(succ, roots);
+    let Search { node_of, mut forest, deferred } = search(succ, roots);
     let reached = node_of.len();
 
     // `idom[w]` holds, in turn: the head of the bucket of nodes whose semidominator is w (until
     // w is processed), the next pointer of w's own bucket entry (until that bucket is
-    // processed), and finally the immediate dominator or a relative whose idom it shares.
-    //
-    // The forest keeps each node's ancestor, label and the label's semidominator side by side:
-    // a step up a path is then one cache miss instead of three.
-    let mut forest: Vec<Link> = parent.iter().map(|&ancestor| Link { ancestor, label: 0, label_semi: 0 }).collect();
-    drop(parent);
+    // processed), and finally the immediate dominator or a relative whose idom it shares
+    // (`relative` tells which).
     let mut idom = vec![NIL; reached];
-    let (mut pairs, mut slots) = (Vec::new(), Vec::new());
+    let mut relative = FixedBitSet::with_capacity(reached);
+    let (mut sources, mut ends) = (Vec::new(), Vec::new());
     for block in (0..deferred.block_count()).rev() {
-        deferred.take(block, &mut pairs, &mut slots);
+        deferred.take(block, &mut sources, &mut ends);
         let mut next_pair = 0;
         let low = (block << Deferred::SHIFT).max(1);
         let high = ((block + 1) << Deferred::SHIFT).min(reached);
@@ -77,20 +76,25 @@ pub fn dominators(succ: &impl Adjacency, roots: &[u32]) -> DominatorTree {
             while v != NIL {
                 let next = idom[v as usize];
                 let (y, y_semi) = eval(&mut forest, first_linked, v);
-                idom[v as usize] = if y_semi < w32 { y } else { w32 };
+                if y_semi < w32 {
+                    idom[v as usize] = y;
+                    relative.insert(v as usize);
+                } else {
+                    idom[v as usize] = w32;
+                }
                 v = next;
             }
 
-            let mut s = semi[w];
-            while next_pair < pairs.len() && (pairs[next_pair] >> 32) as u32 == w32 {
-                if s != 0 {
-                    s = s.min(eval(&mut forest, first_linked, pairs[next_pair] as u32).1);
+            // Until w is linked, which is now, its forest entry is untouched by `eval`: the
+            // ancestor is still the tree parent and `label_semi` the search's semidominator.
+            let Link { ancestor: tree_parent, label_semi: mut s, .. } = forest[w];
+            let end = ends[w & Deferred::MASK] as usize;
+            if s != 0 {
+                for &v in &sources[next_pair..end] {
+                    s = s.min(eval(&mut forest, first_linked, v).1);
                 }
-                next_pair += 1;
             }
-            semi[w] = s;
-            // Unchanged until w is linked, which is now: the ancestor is still the tree parent.
-            let tree_parent = forest[w].ancestor;
+            next_pair = end;
             forest[w].label = w32;
             forest[w].label_semi = s;
 
@@ -107,60 +111,50 @@ pub fn dominators(succ: &impl Adjacency, roots: &[u32]) -> DominatorTree {
     drop(deferred);
 
     // In preorder: replace each relative by its (already final) immediate dominator.
-    for w in 1..reached {
-        let d = idom[w];
-        if d != semi[w] {
-            idom[w] = idom[d as usize];
-        }
+    for w in relative.ones() {
+        idom[w] = idom[idom[w] as usize];
     }
-    drop(semi);
+    drop(relative);
 
-    // Back to node ids, reusing `pre_of` for the result.
-    let mut result = pre_of;
-    for p in result.iter_mut() {
-        if *p != UNREACHED {
-            let d = idom[*p as usize];
-            *p = if d == 0 { VIRTUAL_ROOT } else { node_of[d as usize] };
-        }
+    // Back to node ids.
+    let mut result = vec![UNREACHED; n];
+    for p in 1..reached {
+        let d = idom[p];
+        result[node_of[p] as usize] = if d == 0 { VIRTUAL_ROOT } else { node_of[d as usize] };
     }
+    drop(idom);
     let mut preorder = node_of;
     preorder.remove(0);
     DominatorTree { idom: result, preorder }
 }
 
-/// What the depth-first search leaves for phase 2, all indexed by preorder number.
+/// What the depth-first search leaves for phase 2, indexed by preorder number.
 struct Search {
-    /// Preorder number of each node, UNREACHED for the rest.
-    pre_of: Vec<u32>,
     /// The node of each preorder number; 0 is the virtual root.
     node_of: Vec<u32>,
-    /// Tree parent.
-    parent: Vec<u32>,
-    /// The smallest tree or forward edge source into each node so far.
-    semi: Vec<u32>,
+    /// Per preorder number: the tree parent as `ancestor`, and as `label_semi` the smallest tree
+    /// or forward edge source into it (the link-eval forest before anything is linked).
+    forest: Vec<Link>,
     /// Back and cross edges.
     deferred: Deferred,
 }
 
-/// Iterative depth-first search from the virtual root (preorder number 0). The DFS stack is the
-/// path back up `parent`; `rest` keeps the part of each node's edge list not yet scanned, so that
-/// coming back to a node after a deep subtree costs one load, not three.
-fn search<'g>(succ: &'g impl Adjacency, roots: &'g [u32]) -> Search {
+/// Iterative depth-first search from the virtual root (preorder number 0). `path` holds, for each
+/// node on the path from the root to the current node, the part of its edge list not yet scanned:
+/// coming back to a node after a deep subtree costs one load, and the memory is the depth of the
+/// search, not the size of the graph.
+fn search(succ: &impl Adjacency, roots: &[u32]) -> Search {
     let n = succ.node_count();
     let mut pre_of = vec![UNREACHED; n];
     let mut node_of: Vec<u32> = Vec::with_capacity(n + 1);
-    let mut parent: Vec<u32> = Vec::with_capacity(n + 1);
-    let mut semi: Vec<u32> = Vec::with_capacity(n + 1);
-    let mut rest: Vec<&'g [u32]> = Vec::with_capacity(n + 1);
+    let mut forest: Vec<Link> = Vec::with_capacity(n + 1);
     let mut deferred = Deferred::new(n + 1);
     node_of.push(VIRTUAL_ROOT);
-    parent.push(0);
-    semi.push(0);
-    rest.push(roots);
+    forest.push(Link { ancestor: 0, label: 0, label_semi: 0 });
+    let mut path: Vec<&[u32]> = vec![roots];
     let mut current = 0u32;
-    loop {
-        let c = current as usize;
-        let mut edges = rest[c].iter();
+    while let Some(rest) = path.last_mut() {
+        let mut edges = rest.iter();
         let mut found = NIL;
         for &t in edges.by_ref() {
             match pre_of[t as usize] {
@@ -168,48 +162,51 @@ fn search<'g>(succ: &'g impl Adjacency, roots: &'g [u32]) -> Search {
                     found = t;
                     break;
                 }
-                w if w > current => semi[w as usize] = semi[w as usize].min(current),
+                w if w > current => {
+                    let semi = &mut forest[w as usize].label_semi;
+                    *semi = (*semi).min(current);
+                }
                 w if w < current => deferred.push(w, current),
                 _ => {} // a self edge: no candidate
             }
         }
-        rest[c] = edges.as_slice();
+        *rest = edges.as_slice();
         if found != NIL {
             let p = node_of.len() as u32;
             pre_of[found as usize] = p;
             node_of.push(found);
-            parent.push(current);
-            semi.push(current);
-            rest.push(succ.neighbors(found));
+            forest.push(Link { ancestor: current, label: 0, label_semi: current });
+            path.push(succ.neighbors(found));
             current = p;
-        } else if c == 0 {
-            break;
         } else {
-            current = parent[c];
+            path.pop();
+            current = forest[current as usize].ancestor;
         }
     }
-    drop(rest);
-    Search { pre_of, node_of, parent, semi, deferred }
+    Search { node_of, forest, deferred }
 }
 
 /// Pairs `(w, v)` of back and cross edges `v -> w`, filed by blocks of `2^SHIFT` values of `w` as
-/// the search finds them, in fixed-size pages so that no block is ever copied as it grows.
+/// the search finds them, in fixed-size pages so that no block is ever copied as it grows. A pair
+/// takes 6 bytes: `v`, and the low bits of `w` (its block has the others).
 struct Deferred {
-    pages: Vec<u64>,
+    sources: Vec<u32>,
+    low_targets: Vec<u16>,
     /// Per block, its pages in order.
     blocks: Vec<Vec<u32>>,
-    /// Per block, where its next pair goes in `pages`; a multiple of `PAGE` when its last page is
-    /// full (or it has none).
+    /// Per block, where its next pair goes in the pages; a multiple of `PAGE` when its last page
+    /// is full (or it has none).
     tail: Vec<u32>,
 }
 
 impl Deferred {
     const SHIFT: usize = 12;
+    const MASK: usize = (1 << Self::SHIFT) - 1;
     const PAGE: usize = 512;
 
     fn new(preorder_bound: usize) -> Deferred {
         let count = (preorder_bound >> Self::SHIFT) + 1;
-        Deferred { pages: Vec::new(), blocks: vec![Vec::new(); count], tail: vec![0; count] }
+        Deferred { sources: Vec::new(), low_targets: Vec::new(), blocks: vec![Vec::new(); count], tail: vec![0; count] }
     }
 
     fn block_count(&self) -> usize {
@@ -221,37 +218,39 @@ impl Deferred {
         let b = w as usize >> Self::SHIFT;
         let mut at = self.tail[b] as usize;
         if at % Self::PAGE == 0 {
-            at = self.pages.len();
+            at = self.sources.len();
             assert!(at + Self::PAGE <= u32::MAX as usize, "more than 2^32 back edges");
             self.blocks[b].push((at / Self::PAGE) as u32);
-            self.pages.resize(at + Self::PAGE, 0);
+            self.sources.resize(at + Self::PAGE, 0);
+            self.low_targets.resize(at + Self::PAGE, 0);
         }
-        self.pages[at] = (w as u64) << 32 | v as u64;
+        self.sources[at] = v;
+        self.low_targets[at] = (w as usize & Self::MASK) as u16;
         self.tail[b] = at as u32 + 1;
     }
 
-    /// The pairs of one block into `out`, grouped by `w`, decreasing. A counting sort on the low
-    /// bits of `w`: a block holds `2^SHIFT` values of it, so `slots` stays in cache.
-    fn take(&self, block: usize, out: &mut Vec<u64>, slots: &mut Vec<u32>) {
+    /// The sources of one block's pairs into `out`, grouped by `w`, decreasing; `ends[w & MASK]`
+    /// is where the group of `w` ends (and the next smaller one starts). A counting sort on the low
+    /// bits of `w`: a block holds `2^SHIFT` values of it, so `ends` stays in cache.
+    fn take(&self, block: usize, out: &mut Vec<u32>, ends: &mut Vec<u32>) {
         let pages = &self.blocks[block];
         let filled = |k: usize| {
             let start = pages[k] as usize * Self::PAGE;
             let end = if k + 1 == pages.len() { self.tail[block] as usize } else { start + Self::PAGE };
-            &self.pages[start..end]
+            start..end
         };
-        let low = |pair: u64| (pair >> 32) as usize & ((1 << Self::SHIFT) - 1);
-        slots.clear();
-        slots.resize(1 << Self::SHIFT, 0);
+        ends.clear();
+        ends.resize(1 << Self::SHIFT, 0);
         let mut total = 0;
         for k in 0..pages.len() {
-            for &pair in filled(k) {
-                slots[low(pair)] += 1;
+            for &low in &self.low_targets[filled(k)] {
+                ends[low as usize] += 1;
                 total += 1;
             }
         }
         // Where each value of `w` starts, the largest first.
         let mut at = 0;
-        for slot in slots.iter_mut().rev() {
+        for slot in ends.iter_mut().rev() {
             let count = *slot;
             *slot = at;
             at += count;
@@ -259,9 +258,10 @@ impl Deferred {
         out.clear();
         out.resize(total, 0);
         for k in 0..pages.len() {
-            for &pair in filled(k) {
-                let slot = &mut slots[low(pair)];
-                out[*slot as usize] = pair;
+            let range = filled(k);
+            for (&low, &v) in self.low_targets[range.clone()].iter().zip(&self.sources[range]) {
+                let slot = &mut ends[low as usize];
+                out[*slot as usize] = v;
                 *slot += 1;
             }
         }

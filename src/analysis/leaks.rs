@@ -45,7 +45,7 @@ impl Leaks {
         let mut cyclic = vec![false; count];
         let mut size = vec![0u32; count];
         let mut first = vec![u32::MAX; count];
-        let by_address = |v: u32| (graph.address[v as usize], v);
+        let by_address = |v: u32| (graph.address.get(v as usize), v);
         for &v in &leaked {
             let c = comp(v);
             size[c] += 1;
@@ -85,7 +85,7 @@ impl Leaks {
                         }
                     }
                 }
-                let bytes = members.iter().map(|&v| graph.size[v as usize]).sum();
+                let bytes = members.iter().map(|&v| graph.size.get(v as usize)).sum();
                 let cycle = members.iter().any(|&v| cyclic[comp(v)]);
                 LeakGroup { leader, members, bytes, cycle }
             })

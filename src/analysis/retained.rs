@@ -31,7 +31,7 @@ pub struct KeyTotal {
 impl Retention {
     pub fn of(graph: &Graph) -> Retention {
         let tree = dominators(&Retaining(graph), graph.root_nodes());
-        let retained = tree.retained_sizes(|v| graph.size[v as usize]);
+        let retained = tree.retained_sizes(|v| graph.size.get(v as usize));
         let DominatorTree { idom, .. } = tree;
         Retention { idom, retained }
     }
@@ -54,7 +54,7 @@ impl Retention {
             }
         });
         let leaders: Vec<u32> = leaks.groups.iter().filter_map(|g| local(g.leader)).collect();
-        let sizes = dominators(&subgraph, &leaders).retained_sizes(|i| graph.size[leaked[i as usize] as usize]);
+        let sizes = dominators(&subgraph, &leaders).retained_sizes(|i| graph.size.get(leaked[i as usize] as usize));
         for (&v, size) in leaked.iter().zip(sizes) {
             self.retained[v as usize] = size;
         }
@@ -81,7 +81,7 @@ impl Retention {
             if self.idom[v] != UNREACHED {
                 let t = &mut totals[key[v] as usize];
                 t.objects += 1;
-                t.shallow += graph.size[v];
+                t.shallow += graph.size.get(v);
             }
         }
         self.walk_tree(

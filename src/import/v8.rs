@@ -4,7 +4,10 @@
 //! where each top-level value starts (the `strings` array comes after `nodes` and `edges`); the
 //! second reads `snapshot.meta`, then the strings (each unescaped once and written straight to the
 //! output), the locations, the nodes (written as they are read) and the edges (written node by
-//! node). What is kept meanwhile is 4 bytes a node (its edge count), 16 a string and small tables.
+//! node). What is kept meanwhile is 4 bytes a node (its edge count), 16 a string and small tables;
+//! [`convert_and_build`] also builds the graph as it writes (the graph of the output, which then
+//! need not be decoded). The input's pages are given back behind each pass over it
+//! ([`SnapshotFile::release`]), so a file of several gigabytes never counts whole in the resident set.
 //!
 //! Fields are found by their names in `snapshot.meta`, never by position. The mapping:
 //!
@@ -51,8 +54,9 @@ use hsnap::{Edge, EdgeKind, FormatError, Label, Node, Root, RootKind};
 use nom::Parser;
 use nom::bytes::complete::{tag, take_while};
 
-use crate::atomic::{SnapshotWriter, write_snapshot};
+use crate::atomic::{SnapshotWriter, write_snapshot_synced};
 use crate::error::{Error, Result};
+use crate::graph::{Builder, Graph};
 use crate::heap::SnapshotFile;
 use crate::progress::Progress;
 
@@ -81,23 +85,42 @@ pub fn looks_like(bytes: &[u8]) -> bool {
 /// name and renamed when complete). Malformed input is an [`Error::Format`] naming `input`, the byte
 /// offset and what was expected there; `output` is then left untouched.
 pub fn convert(input: &Path, output: &Path, progress: &Progress) -> Result<ConvertStats> {
+    Ok(convert_with(input, output, false, progress)?.0)
+}
+
+/// [`convert`] to a temporary file, building the graph at the same time: it is the graph
+/// [`Graph::load`](crate::graph::Graph::load) would make of `output`, without decoding it again.
+/// The output is not synced to disk (it dies with the process).
+pub fn convert_and_build(input: &Path, output: &Path, progress: &Progress) -> Result<(ConvertStats, Graph)> {
+    let (stats, graph) = convert_with(input, output, true, progress)?;
+    Ok((stats, graph.expect("a graph was asked for")))
+}
+
+fn convert_with(
+    input: &Path,
+    output: &Path,
+    build: bool,
+    progress: &Progress,
+) -> Result<(ConvertStats, Option<Graph>)> {
     let start = Instant::now();
     let file = SnapshotFile::open(input)?;
     let bytes = file.bytes();
     let format = |source: FormatError| Error::Format { path: input.to_path_buf(), source };
-    let layout = Layout::scan(bytes).map_err(format)?;
+    let layout = Layout::scan(bytes, &|range| file.release(range)).map_err(format)?;
     let meta = Meta::parse(bytes, &layout).map_err(format)?;
     let bar = progress.bar("converting", bytes.len() as u64);
-    let written = write_snapshot(output, |w| {
-        Converter { bytes, layout: &layout, meta: &meta, bar: &bar, done: 0, stats: ConvertStats::default() }
+    let builder = build.then(Builder::default);
+    let written = write_snapshot_synced(output, !build, |w| {
+        let stats = ConvertStats::default();
+        Converter { bytes, file: &file, layout: &layout, meta: &meta, bar: &bar, done: 0, stats, builder }
             .run(w)
             .map_err(io::Error::other)
     });
     bar.finish_and_clear();
     match written {
-        Ok(mut stats) => {
+        Ok((mut stats, graph)) => {
             stats.seconds = start.elapsed().as_secs_f64();
-            Ok(stats)
+            Ok((stats, graph))
         }
         Err(Error::Io { path, source }) => match source.into_inner().map(|e| e.downcast::<FormatError>()) {
             Some(Ok(source)) => Err(format(*source)),
@@ -343,6 +366,66 @@ impl<'a> Numbers<'a> {
 
     /// Fills `out` with the next record, or returns false at the array's end.
     fn record(&mut self, out: &mut [u64], what: &'static str) -> Result<bool, nom::Err<Fail<'a>>> {
+        if let Some(rest) = self.plain_record(out) {
+            self.rest = rest;
+            return Ok(true);
+        }
+        self.careful_record(out, what)
+    }
+
+    /// The converter's inner loop: a record after the first, away from the array's end, whose
+    /// numbers are each a separator (`,` with at most 4 whitespace bytes on either side) and at
+    /// most 18 digits, with no leading zero and not followed by `.`, `e` or `E`. Anything else
+    /// returns `None`, having changed nothing, and [`Numbers::careful_record`] reads it again and
+    /// explains. Each number takes at most `LONGEST` bytes, so away from the end nothing is read
+    /// past the slice.
+    #[inline]
+    fn plain_record(&self, out: &mut [u64]) -> Option<In<'a>> {
+        const LONGEST: usize = 4 + 1 + 4 + 18 + 1;
+        let i = self.rest;
+        if self.done || self.first || i.len() <= LONGEST * out.len() {
+            return None;
+        }
+        let mut k = 0;
+        let skip_ws = |k: &mut usize| {
+            let mut n = 0;
+            while is_ws(i[*k]) {
+                *k += 1;
+                n += 1;
+                if n > 4 {
+                    return false;
+                }
+            }
+            true
+        };
+        for slot in out {
+            if !skip_ws(&mut k) || i[k] != b',' {
+                return None;
+            }
+            k += 1;
+            if !skip_ws(&mut k) {
+                return None;
+            }
+            let start = k;
+            let mut v = 0u64;
+            while i[k].is_ascii_digit() {
+                v = v * 10 + (i[k] - b'0') as u64;
+                k += 1;
+                if k - start > 18 {
+                    return None;
+                }
+            }
+            let n = k - start;
+            if n == 0 || (n > 1 && i[start] == b'0') || matches!(i[k], b'.' | b'e' | b'E') {
+                return None;
+            }
+            *slot = v;
+        }
+        Some(&i[k..])
+    }
+
+    /// [`Numbers::record`] one number at a time, with every check and its error.
+    fn careful_record(&mut self, out: &mut [u64], what: &'static str) -> Result<bool, nom::Err<Fail<'a>>> {
         if self.done {
             return Ok(false);
         }
@@ -388,11 +471,13 @@ struct Layout {
 }
 
 impl Layout {
-    fn scan(bytes: &[u8]) -> Result<Layout, FormatError> {
-        Layout::parse(bytes).map_err(|e| to_format(bytes, e))
+    /// Finds the members; `release` is given each value's bytes once they are skipped, so that a
+    /// large file's pages do not stay resident (pass 2 reads them again, section by section).
+    fn scan(bytes: &[u8], release: &dyn Fn(std::ops::Range<usize>)) -> Result<Layout, FormatError> {
+        Layout::parse(bytes, release).map_err(|e| to_format(bytes, e))
     }
 
-    fn parse(bytes: &[u8]) -> Result<Layout, nom::Err<Fail<'_>>> {
+    fn parse<'a>(bytes: &'a [u8], release: &dyn Fn(std::ops::Range<usize>)) -> Result<Layout, nom::Err<Fail<'a>>> {
         let mut layout = Layout::default();
         let (mut i, ()) = punct("{", "expected `{`: a V8 heap snapshot is a JSON object")(bytes)?;
         if let Some(rest) = skip_ws(i).strip_prefix(b"}") {
@@ -421,13 +506,14 @@ impl Layout {
                 i = match key {
                     // Arrays of numbers: their `]` is the first one. Pass 2 checks what is inside.
                     b"nodes" | b"edges" | b"locations" if value.starts_with(b"[") => {
-                        match memchr::memchr(b']', value) {
+                        match Layout::array_end(value, |n| release(at..at + n)) {
                             Some(n) => &value[n + 1..],
                             None => return Err(failure(value, "expected `]`, found the end of the file")),
                         }
                     }
                     _ => skip_value(value)?.0,
                 };
+                release(at..bytes.len() - i.len());
                 let after = skip_ws(i);
                 match after.first() {
                     Some(b',') => i = &after[1..],
@@ -445,6 +531,22 @@ impl Layout {
             return Err(failure(i, "expected the end of the file after the snapshot object"));
         }
         Ok(layout)
+    }
+
+    /// Where the first `]` of `value` is, searched a window at a time: `done(n)` is told after
+    /// each window that the first `n` bytes are searched.
+    fn array_end(value: &[u8], done: impl Fn(usize)) -> Option<usize> {
+        const WINDOW: usize = 16 << 20;
+        let mut from = 0;
+        while from < value.len() {
+            let to = (from + WINDOW).min(value.len());
+            if let Some(n) = memchr::memchr(b']', &value[from..to]) {
+                return Some(from + n);
+            }
+            from = to;
+            done(from);
+        }
+        None
     }
 
     /// The start of a member that must be there; its absence is reported at the closing `}`.
@@ -718,6 +820,8 @@ enum TypeName {
 
 struct Converter<'a, 'b> {
     bytes: &'a [u8],
+    /// The mapped input, whose pages the passes over nodes and edges give back behind them.
+    file: &'b SnapshotFile,
     layout: &'b Layout,
     meta: &'b Meta,
     /// The bar counts the bytes of the passes over strings, nodes and edges (in that order, though
@@ -725,6 +829,8 @@ struct Converter<'a, 'b> {
     bar: &'b indicatif::ProgressBar,
     done: u64,
     stats: ConvertStats,
+    /// The graph being built beside the file, when asked for.
+    builder: Option<Builder>,
 }
 
 /// Type ids already given, by (V8 node type, named) for types that do not depend on the name, and
@@ -746,7 +852,7 @@ struct Strings {
 }
 
 impl Converter<'_, '_> {
-    fn run(mut self, w: &mut SnapshotWriter<'_>) -> Result<ConvertStats, FormatError> {
+    fn run(mut self, w: &mut SnapshotWriter<'_>) -> Result<(ConvertStats, Option<Graph>), FormatError> {
         let io = |e: io::Error| FormatError::new(0, format!("writing the converted snapshot: {e}"));
         let meta = self.meta;
         w.meta(b"capture", b"v8").map_err(io)?;
@@ -758,13 +864,19 @@ impl Converter<'_, '_> {
         let (edge_counts, tables) = self.nodes(w, &strings, &stacks)?;
         self.edges(w, &strings, &edge_counts, &tables)?;
         let name = self.fixed_string(w, "(root)")?;
-        w.root(&Root { node: 0, kind: RootKind::GcRoot, interior: false, name }).map_err(io)?;
-        Ok(self.stats)
+        let root = Root { node: 0, kind: RootKind::GcRoot, interior: false, name };
+        w.root(&root).map_err(io)?;
+        Ok((self.stats, self.builder.map(|b| b.finish(vec![root]))))
     }
 
     /// Moves the bar to `rest` in the pass over the section that starts at byte `start`.
     fn advance(&self, start: usize, rest: In<'_>) {
         self.bar.set_position(self.done + (self.bytes.len() - rest.len()).saturating_sub(start) as u64);
+    }
+
+    /// Gives back the input's pages from `start` to `rest`, read and not needed again.
+    fn release(&self, start: usize, rest: In<'_>) {
+        self.file.release(start..self.bytes.len() - rest.len());
     }
 
     /// Counts the section from `start` to `rest` as done.
@@ -986,12 +1098,17 @@ impl Converter<'_, '_> {
                 flags: if detached { Node::DETACHED } else { 0 },
             };
             w.node(&node).map_err(|e| self.fail(here, format!("writing the converted snapshot: {e}")))?;
+            if let Some(builder) = &mut self.builder {
+                builder.node(&node);
+            }
             edge_counts.push(edges);
             if index % 65536 == 0 {
                 self.advance(at, here);
+                self.release(at, here);
             }
         }
         self.finish_section(at, numbers.rest);
+        self.release(at, numbers.rest);
         if edge_counts.is_empty() {
             return Err(self.fail(&self.bytes[at..], "expected at least one node (the root)"));
         }
@@ -1052,8 +1169,13 @@ impl Converter<'_, '_> {
         let width = m.node_width as u64;
         let mut record = vec![0u64; m.edge_width];
         let mut out: Vec<Edge> = Vec::new();
+        if let Some(builder) = &mut self.builder {
+            builder.start_edges(edge_counts.iter().map(|&c| c as usize).sum());
+        }
         for (from, &count) in edge_counts.iter().enumerate() {
             let from = from as u32;
+            // Looked up once a node, not once an internal edge (a third of them, in Node's heaps).
+            let table_id = if tables.is_empty() { None } else { tables.get(&from) };
             out.clear();
             for _ in 0..count {
                 let here = skip_ws(numbers.rest);
@@ -1080,7 +1202,7 @@ impl Converter<'_, '_> {
                     EdgeType::Weak => true,
                     EdgeType::Shortcut => from != 0,
                     EdgeType::Internal => {
-                        tables.get(&from).is_some_and(|&id| strings.weakmap_tables.get(&(name as u32)) == Some(&id))
+                        table_id.is_some_and(|&id| strings.weakmap_tables.get(&(name as u32)) == Some(&id))
                     }
                     EdgeType::Indexed | EdgeType::Named => false,
                 };
@@ -1090,10 +1212,14 @@ impl Converter<'_, '_> {
             if !out.is_empty() {
                 w.edges(from, &out)
                     .map_err(|e| self.fail(numbers.rest, format!("writing the converted snapshot: {e}")))?;
+                if let Some(builder) = &mut self.builder {
+                    builder.edges(from, &out);
+                }
             }
             self.stats.edges += count as u64;
             if from % 65536 == 0 {
                 self.advance(at, numbers.rest);
+                self.release(at, numbers.rest);
             }
         }
         let here = skip_ws(numbers.rest);
@@ -1101,6 +1227,7 @@ impl Converter<'_, '_> {
             return Err(self.fail(here, "expected `]`: more edges than the nodes' edge counts say"));
         }
         self.finish_section(at, numbers.rest);
+        self.release(at, numbers.rest);
         Ok(())
     }
 }

@@ -375,7 +375,7 @@ fn class_amount(side: Side<'_, '_>, class: Class) -> Amount {
     let mut a = Amount::default();
     for (v, c) in side.analysis.reach.class.iter().enumerate() {
         if *c == class {
-            a.add(side.heap.graph.size[v]);
+            a.add(side.heap.graph.size.get(v));
         }
     }
     a
@@ -395,7 +395,7 @@ fn check_group(heap: &Heap<'_>, group: &crate::analysis::leaks::LeakGroup) -> Ch
     let g = &heap.graph;
     let leader = group.leader as usize;
     CheckGroup {
-        leader: g.identity[leader],
+        leader: g.identity.get(leader),
         leader_type: heap.type_name(group.leader).into_owned(),
         objects: group.members.len() as u64,
         bytes: group.bytes,
@@ -429,7 +429,7 @@ fn group_graph(heap: &Heap<'_>, members: &[u32]) -> GroupGraph {
     GroupGraph {
         nodes: shown
             .iter()
-            .map(|&v| GraphNode { id: g.identity[v as usize], type_name: heap.type_name(v).into_owned() })
+            .map(|&v| GraphNode { id: g.identity.get(v as usize), type_name: heap.type_name(v).into_owned() })
             .collect(),
         edges,
         omitted_nodes: members.len() - shown.len(),

@@ -73,9 +73,9 @@ pub fn dot(
         let text = format!(
             "{}\n{} (retains {})\n#{}",
             heap.type_name(v),
-            size(g.size[i]),
+            size(g.size.get(i)),
             size(analysis.retention.retained[i]),
-            g.identity[i]
+            g.identity.get(i)
         );
         let mut attrs = format!("label=\"{}\"", escape(&text));
         match analysis.reach.class[i] {

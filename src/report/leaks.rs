@@ -106,7 +106,7 @@ impl LeakReport {
             omitted_groups: analysis.leaks.groups.len().saturating_sub(options.limit),
         };
         for (v, class) in analysis.reach.class.iter().enumerate() {
-            let bytes = g.size[v];
+            let bytes = g.size.get(v);
             report.totals.add(bytes);
             match class {
                 Class::Reachable => report.reachable.add(bytes),
@@ -115,7 +115,7 @@ impl LeakReport {
             }
         }
         for group in &analysis.leaks.groups {
-            report.direct.add(g.size[group.leader as usize]);
+            report.direct.add(g.size.get(group.leader as usize));
         }
         report.indirect = Amount {
             objects: report.leaked.objects - report.direct.objects,
@@ -125,16 +125,16 @@ impl LeakReport {
             analysis.leaks.groups.iter().take(options.limit).map(|group| row(heap, group, options)).collect();
         let mut possibly: Vec<u32> =
             (0..g.node_count() as u32).filter(|&v| analysis.reach.class[v as usize] == Class::Possibly).collect();
-        possibly.sort_by_key(|&v| (std::cmp::Reverse(g.size[v as usize]), g.address[v as usize], v));
+        possibly.sort_by_key(|&v| (std::cmp::Reverse(g.size.get(v as usize)), g.address.get(v as usize), v));
         report.omitted_possibly = possibly.len().saturating_sub(options.limit);
         report.possibly_lost = possibly
             .into_iter()
             .take(options.limit)
             .map(|v| Block {
-                id: g.identity[v as usize],
+                id: g.identity.get(v as usize),
                 type_name: heap.type_name(v).into_owned(),
-                address: g.address[v as usize],
-                bytes: g.size[v as usize],
+                address: g.address.get(v as usize),
+                bytes: g.size.get(v as usize),
                 site: heap.site_name(g.stack[v as usize]),
             })
             .collect();
@@ -212,9 +212,9 @@ fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
     let g = &heap.graph;
     let leader = group.leader as usize;
     GroupRow {
-        leader: g.identity[leader],
+        leader: g.identity.get(leader),
         leader_type: heap.type_name(group.leader).into_owned(),
-        leader_address: g.address[leader],
+        leader_address: g.address.get(leader),
         objects: group.members.len() as u64,
         bytes: group.bytes,
         cycle: group.cycle,
@@ -223,7 +223,7 @@ fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
         site: heap.site_name(g.stack[leader]),
         stack: heap.stack_names(g.stack[leader]),
         thread: heap.snap.allocation(group.leader).map(|a| a.thread).filter(|&t| t != 0),
-        members: options.members.then(|| group.members.iter().map(|&v| g.identity[v as usize]).collect()),
+        members: options.members.then(|| group.members.iter().map(|&v| g.identity.get(v as usize)).collect()),
     }
 }
 
@@ -231,7 +231,7 @@ fn row(heap: &Heap<'_>, group: &LeakGroup, options: LeakOptions) -> GroupRow {
 fn tally(heap: &Heap<'_>, nodes: &[u32], name: impl Fn(u32) -> String) -> Vec<Tally> {
     let mut by_name: HashMap<String, Amount> = HashMap::new();
     for &v in nodes {
-        by_name.entry(name(v)).or_default().add(heap.graph.size[v as usize]);
+        by_name.entry(name(v)).or_default().add(heap.graph.size.get(v as usize));
     }
     let mut rows: Vec<Tally> =
         by_name.into_iter().map(|(name, a)| Tally { name, objects: a.objects, bytes: a.bytes }).collect();

@@ -56,10 +56,10 @@ impl NodeRef {
     pub fn of(heap: &Heap<'_>, analysis: &Analysis, v: u32) -> NodeRef {
         let g = &heap.graph;
         NodeRef {
-            id: g.identity[v as usize],
+            id: g.identity.get(v as usize),
             type_name: heap.type_name(v).into_owned(),
-            address: g.address[v as usize],
-            shallow: g.size[v as usize],
+            address: g.address.get(v as usize),
+            shallow: g.size.get(v as usize),
             retained: analysis.retention.retained[v as usize],
             site: heap.site_name(g.stack[v as usize]),
         }

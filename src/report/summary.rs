@@ -47,7 +47,7 @@ impl SummaryReport {
         let mut by_type: HashMap<u32, Amount> = HashMap::new();
         let mut by_stack: HashMap<u32, Amount> = HashMap::new();
         for v in 0..g.node_count() {
-            let bytes = g.size[v];
+            let bytes = g.size.get(v);
             Amount::add(&mut totals, bytes);
             match analysis.reach.class[v] {
                 Class::Reachable => Amount::add(&mut reachable, bytes),

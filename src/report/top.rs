@@ -54,7 +54,7 @@ impl TopReport {
             schema: "heapsnap.top/1",
             snapshot: heap.path.display().to_string(),
             by,
-            held_bytes: (0..g.node_count()).filter(reached).map(|v| g.size[v]).sum(),
+            held_bytes: (0..g.node_count()).filter(reached).map(|v| g.size.get(v)).sum(),
             objects: None,
             types: None,
             sites: None,
