@@ -5,6 +5,8 @@
 //! amounts must equal the figures written here, and so must memcheck's LEAK SUMMARY (skipped, with a
 //! note, when valgrind is not installed). The program's output and exit status must not change.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -23,34 +25,10 @@ struct Lost {
     possibly: (u64, u64),
 }
 
-/// Builds the recorder next to the `heapsnap` binary under test (a no-op when it is up to date),
-/// once per test process.
+/// The recorder library, built next to the `heapsnap` binary under test once per test process.
 fn recorder() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let profile_dir = Path::new(HEAPSNAP).parent().expect("binary in a directory");
-        let lib = profile_dir.join(heapsnap::record::LIBRARY);
-        let target_dir = profile_dir.parent().expect("target/PROFILE");
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "heapsnap-preload"]).env("CARGO_TARGET_DIR", target_dir);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some("debug") => {}
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-            None => {}
-        }
-        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-        assert!(
-            matches!(status, Ok(s) if s.success()) && lib.is_file(),
-            "could not build {} ({status:?}); run `cargo build --release -p heapsnap-preload` first",
-            lib.display()
-        );
-        lib
-    })
+    LIB.get_or_init(|| common::cargo_build(&["-p", "heapsnap-preload"], heapsnap::record::LIBRARY))
 }
 
 fn compile(name: &str, dir: &Path) -> PathBuf {

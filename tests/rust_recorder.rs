@@ -4,6 +4,8 @@
 //! must find exactly the dropped cycle leaked, as one group with a cycle, its bytes what the
 //! program computed from `Rc`'s and `Vec`'s layouts, its site the function that made it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,33 +16,11 @@ use heapsnap::progress::Progress;
 use heapsnap::report::Amount;
 use heapsnap::report::leaks::{LeakOptions, LeakReport};
 
-const HEAPSNAP: &str = env!("CARGO_BIN_EXE_heapsnap");
 
-/// Builds the example with the profile of the `heapsnap` binary under test (a no-op when it is up
-/// to date), once per test process.
+/// The example, built with the profile of the `heapsnap` binary under test once per test process.
 fn example() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
-    EXE.get_or_init(|| {
-        let profile_dir = Path::new(HEAPSNAP).parent().expect("binary in a directory");
-        let exe = profile_dir.join("examples").join("rc_cycle");
-        let target_dir = profile_dir.parent().expect("target/PROFILE");
-        let mut build = Command::new(env!("CARGO"));
-        build
-            .args(["build", "--quiet", "-p", "heapsnap-recorder", "--example", "rc_cycle"])
-            .env("CARGO_TARGET_DIR", target_dir);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some("debug") | None => {}
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-        assert!(matches!(status, Ok(s) if s.success()) && exe.is_file(), "could not build {}", exe.display());
-        exe
-    })
+    EXE.get_or_init(|| common::cargo_build(&["-p", "heapsnap-recorder", "--example", "rc_cycle"], "examples/rc_cycle"))
 }
 
 /// What the example printed (`key=value` lines) and the path of its snapshot.

@@ -4,6 +4,8 @@
 //! program is built with `-O2`, once with `-fomit-frame-pointer` (only `.eh_frame` unwinding can
 //! get past the first frame) and once with `-fno-omit-frame-pointer`.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,29 +15,10 @@ use hsnap::{Frame, Snapshot};
 
 const HEAPSNAP: &str = env!("CARGO_BIN_EXE_heapsnap");
 
-/// Builds the recorder next to the `heapsnap` binary under test, once per test process (as
-/// `tests/record.rs` does).
+/// The recorder library, built next to the `heapsnap` binary under test once per test process.
 fn recorder() -> &'static Path {
     static LIB: OnceLock<PathBuf> = OnceLock::new();
-    LIB.get_or_init(|| {
-        let profile_dir = Path::new(HEAPSNAP).parent().expect("binary in a directory");
-        let lib = profile_dir.join(heapsnap::record::LIBRARY);
-        let target_dir = profile_dir.parent().expect("target/PROFILE");
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "--quiet", "-p", "heapsnap-preload"]).env("CARGO_TARGET_DIR", target_dir);
-        match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("release") => {
-                build.arg("--release");
-            }
-            Some("debug") | None => {}
-            Some(other) => {
-                build.args(["--profile", other]);
-            }
-        }
-        let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
-        assert!(matches!(status, Ok(s) if s.success()) && lib.is_file(), "could not build {}", lib.display());
-        lib
-    })
+    LIB.get_or_init(|| common::cargo_build(&["-p", "heapsnap-preload"], heapsnap::record::LIBRARY))
 }
 
 fn compile(flags: &[&str], dir: &Path) -> PathBuf {

@@ -13,3 +13,33 @@ pub fn json(args: &[&str]) -> serde_json::Value {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Builds a target of this workspace (`cargo build ARGS`) with the profile of the `heapsnap` binary
+/// under test, into the same target directory, and returns `ARTIFACT` there (a path relative to
+/// the profile's directory). A no-op when it is up to date. Tests that need the recorder library
+/// or an example program call it once per process, from a `OnceLock`.
+pub fn cargo_build(args: &[&str], artifact: &str) -> std::path::PathBuf {
+    use std::path::Path;
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_heapsnap")).parent().expect("binary in a directory");
+    let built = profile_dir.join(artifact);
+    let target_dir = profile_dir.parent().expect("target/PROFILE");
+    let mut build = Command::new(env!("CARGO"));
+    build.arg("build").arg("--quiet").args(args).env("CARGO_TARGET_DIR", target_dir);
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("release") => {
+            build.arg("--release");
+        }
+        Some("debug") | None => {}
+        Some(other) => {
+            build.args(["--profile", other]);
+        }
+    }
+    let status = build.current_dir(env!("CARGO_MANIFEST_DIR")).status();
+    assert!(
+        matches!(status, Ok(s) if s.success()) && built.is_file(),
+        "could not build {} with `cargo build {}` ({status:?})",
+        built.display(),
+        args.join(" ")
+    );
+    built
+}
