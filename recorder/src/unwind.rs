@@ -8,8 +8,8 @@
 //! two stack reads per frame, not a CFI evaluation, and no module lookup either: the module is only
 //! looked up on a cache miss.
 //!
-//! Most allocations need no unwinding at all: each thread keeps its last two stacks (`Recent`),
-//! and an allocation whose callers' return addresses all still sit in the same stack slots as one
+//! Most allocations need no unwinding at all: each thread keeps its last 16 stacks (`Many`; two,
+//! `Recent`, for threads past the pool's 64), and an allocation whose callers' return addresses all still sit in the same stack slots as one
 //! of them has its stack; otherwise the walk stops at the first frame whose callers are unchanged.
 //!
 //! Sharing: a walk holds one of `CACHES` lock slots, each with its own rule cache, so threads
