@@ -263,3 +263,36 @@ fn thousands_of_distinct_stacks_each_spelled_right() {
     // first index holds (12288), so the index has grown.
     assert!(snap.stack_count() > 12_288 && snap.stack_count() < 3 * BLOCKS as usize, "{} stacks", snap.stack_count());
 }
+
+#[test]
+fn stacks_found_again_are_told_apart_by_their_outer_frames() {
+    const LEVELS: usize = 12;
+    const PATHS: u64 = 8;
+    const BLOCKS: u64 = 6 * PATHS * 3;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile_named("revisited_stacks", "revisited_stacks", &["-O2", "-g", "-fomit-frame-pointer"], dir.path());
+    let syms = symbols(&exe);
+    let bytes = record(&exe, dir.path(), &[]);
+    let snap = Snapshot::parse(&bytes).expect("snapshot parses");
+    let by_size = stacks_by_size(&snap);
+    let mut stack_of_path: HashMap<u64, u32> = HashMap::new();
+    for n in 0..BLOCKS {
+        let path = n / 3 % PATHS;
+        let stack = by_size[&(16 + n)][0];
+        // Innermost first: level 0 up to level LEVELS (called by main); levels LEVELS - 3,
+        // LEVELS - 2 and LEVELS - 1 run in the function that bits 0, 1 and 2 of the path name.
+        let expected: Vec<&str> = (0..=LEVELS)
+            .map(|d| match (LEVELS - 3..LEVELS).contains(&d).then(|| path >> (d + 3 - LEVELS) & 1) {
+                Some(1) => "one",
+                _ => "zero",
+            })
+            .chain(["main"])
+            .collect();
+        let names: Vec<String> =
+            frames(&snap, stack).iter().take(LEVELS + 2).map(|f| function_of(f, &exe, &syms)).collect();
+        assert_eq!(names, expected, "block {n}, path {path}");
+        assert_eq!(*stack_of_path.entry(path).or_insert(stack), stack, "block {n}, path {path}");
+    }
+    let distinct: std::collections::HashSet<u32> = stack_of_path.values().copied().collect();
+    assert_eq!(distinct.len(), PATHS as usize);
+}

@@ -8,8 +8,8 @@
 //! two stack reads per frame, not a CFI evaluation, and no module lookup either: the module is only
 //! looked up on a cache miss.
 //!
-//! Most allocations need no unwinding at all: each thread keeps its last two stacks (`Recent`),
-//! and an allocation whose callers' return addresses all still sit in the same stack slots as one
+//! Most allocations need no unwinding at all: each thread keeps its last 16 stacks (`Many`; two,
+//! `Recent`, for threads past the pool's 64), and an allocation whose callers' return addresses all still sit in the same stack slots as one
 //! of them has its stack; otherwise the walk stops at the first frame whose callers are unchanged.
 //!
 //! Sharing: a walk holds one of `CACHES` lock slots, each with its own rule cache, so threads
@@ -43,7 +43,7 @@ mod imp {
     use core::arch::{asm, global_asm};
     use core::cell::UnsafeCell;
     use core::mem::MaybeUninit;
-    use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
     use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
     use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder};
@@ -250,12 +250,74 @@ mod imp {
     }
 
     /// A thread's last two stacks: a loop that allocates at two call sites (malloc here, realloc
-    /// there) finds both without unwinding.
+    /// there) finds both without unwinding. Kept in static TLS, which must stay small: glibc
+    /// carves it out of every thread's stack, and refuses small stacks when it is large.
     #[repr(C)]
     struct Recent {
-        /// Index of the newer one.
+        /// Index of the newest.
         newest: u64,
         stacks: [Previous; 2],
+        /// This thread's [`Many`]: 0 before its first capture, [`NO_MANY`] when none was left.
+        many: u64,
+    }
+
+    /// A thread's last [`MANY`] stacks, in place of [`Recent`]'s two when one could be had: a
+    /// program that allocates from a few call sites reached along a few paths (a loop that calls
+    /// a recursive function, which allocates at its bottom) finds each stack without unwinding
+    /// and interning it again. Taken from a pool of [`POOLED`], mapped on first use, one per
+    /// thread for good (a thread has no exit hook here); later threads keep to [`Recent`].
+    #[repr(C)]
+    struct Many {
+        newest: u64,
+        stacks: [Previous; MANY],
+    }
+
+    const MANY: usize = 16;
+    const POOLED: usize = 64;
+    const NO_MANY: u64 = 1;
+
+    static POOL: AtomicPtr<Many> = AtomicPtr::new(core::ptr::null_mut());
+    static CLAIMED: AtomicUsize = AtomicUsize::new(0);
+
+    /// This thread's stacks: its [`Many`], or its [`Recent`] ones. The index of the newest, and
+    /// the stacks.
+    fn stacks_of(recent: &'static mut Recent) -> (&'static mut u64, &'static mut [Previous]) {
+        if recent.many == 0 {
+            recent.many = claim_many().map_or(NO_MANY, |m| m as u64);
+        }
+        if recent.many == NO_MANY {
+            return (&mut recent.newest, &mut recent.stacks[..]);
+        }
+        // SAFETY: a `Many` of the pool, claimed by this thread alone (see `claim_many`), zeroed
+        // when mapped (a valid `Many`: all integers), and never unmapped.
+        let many = unsafe { &mut *(recent.many as *mut Many) };
+        (&mut many.newest, &mut many.stacks[..])
+    }
+
+    /// A `Many` no other thread has, or `None` when the pool is used up or cannot be mapped.
+    #[cold]
+    fn claim_many() -> Option<*mut Many> {
+        let i = CLAIMED.fetch_add(1, Ordering::Relaxed);
+        if i >= POOLED {
+            CLAIMED.store(POOLED, Ordering::Relaxed);
+            return None;
+        }
+        let mut pool = POOL.load(Ordering::Acquire);
+        if pool.is_null() {
+            let fresh = crate::table::map(POOLED * size_of::<Many>()).cast::<Many>();
+            if fresh.is_null() {
+                return None;
+            }
+            pool = match POOL.compare_exchange(core::ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => fresh,
+                Err(theirs) => {
+                    crate::table::unmap(fresh.cast(), POOLED * size_of::<Many>());
+                    theirs
+                }
+            };
+        }
+        // SAFETY: `i < POOLED`: inside the pool's mapping.
+        Some(unsafe { pool.add(i) })
     }
 
     global_asm!(
@@ -304,21 +366,46 @@ mod imp {
         let mut slots = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
         let mut addrs = [const { MaybeUninit::<u64>::uninit() }; MAX_FRAMES];
         let depth = depth.min(addrs.len());
-        let recent = recent();
-        // The fastest path: one of the last two stacks again, found without unwinding at all.
+        let (newest, stacks) = stacks_of(recent());
+        // The fastest path: one of the last stacks again, found without unwinding at all.
         if use_previous && let Some(offset) = learned_offset(ip) {
             let slot0 = sp.wrapping_add(offset);
-            for prev in &recent.stacks {
+            let innermost = if slot0 >= sp && slot0 < top.saturating_sub(7) {
+                // SAFETY: an aligned word (learnt from a walk that read it) between the stack
+                // pointer and the top of this thread's stack.
+                unsafe { core::ptr::read_volatile(slot0 as *const u64) }
+            } else {
+                0
+            };
+            // The most recently used first: it becomes the newest again.
+            let count = stacks.len();
+            let newer = *newest as usize % count;
+            for k in (0..count).map(|j| (newer + count - j) % count) {
+                let prev = &stacks[k];
                 let len = prev.len as usize;
-                if len > 0 && prev.slots[0] == slot0 && first_change(prev, 0, len, sp, top).is_none() {
+                // The innermost return address first: the other call sites fail on it.
+                if len > 0
+                    && prev.slots[0] == slot0
+                    && prev.addrs[0] == innermost
+                    && first_change(prev, 1, len, sp, top).is_none()
+                {
+                    *newest = k as u64;
                     return Walked::Done(prev.ids[0]);
                 }
             }
         }
         // Otherwise unwind, shortened by the most recent stack; the new one replaces the other.
-        let newest = recent.newest as usize & 1;
-        let [first, second] = &mut recent.stacks;
-        let (prev, next) = if newest == 0 { (first, second) } else { (second, first) };
+        // The newest, and the one after it, which the new one replaces (the oldest, unless stacks
+        // were found again since).
+        let newer = *newest as usize % stacks.len();
+        let older = (newer + 1) % stacks.len();
+        let (prev, next) = if newer < older {
+            let (low, high) = stacks.split_at_mut(older);
+            (&mut low[newer], &mut high[0])
+        } else {
+            let (low, high) = stacks.split_at_mut(newer);
+            (&mut high[0], &mut low[older])
+        };
         let prev_len = if use_previous { prev.len as usize } else { 0 };
         let (n, end, reused, first_slot) =
             unwind((ip, sp, bp), top, &mut slots[..depth], &mut addrs[..depth], prev, prev_len);
@@ -358,7 +445,7 @@ mod imp {
             next.addrs[..n].copy_from_slice(addrs);
             next.ids[..n].copy_from_slice(ids);
             next.len = total as u64;
-            recent.newest = (newest ^ 1) as u64;
+            *newest = older as u64;
         } else {
             next.len = 0;
         }
@@ -383,10 +470,21 @@ mod imp {
         if prev.slots[from] < sp || prev.slots[len - 1] >= top.saturating_sub(7) {
             return Some(len);
         }
-        (from..len).find(|&j| {
+        let read = |slot: u64| {
             // SAFETY: an aligned word between the stack pointer and the top of this thread's stack.
-            unsafe { core::ptr::read_volatile(prev.slots[j] as *const u64) != prev.addrs[j] }
-        })
+            unsafe { core::ptr::read_volatile(slot as *const u64) }
+        };
+        let (slots, addrs) = (&prev.slots[from..len], &prev.addrs[from..len]);
+        // Four frames at a time, without a branch per frame: most calls find no change.
+        let mut at = 0;
+        for (s, a) in slots.chunks_exact(4).zip(addrs.chunks_exact(4)) {
+            let diff = (read(s[0]) ^ a[0]) | (read(s[1]) ^ a[1]) | (read(s[2]) ^ a[2]) | (read(s[3]) ^ a[3]);
+            if diff != 0 {
+                break;
+            }
+            at += 4;
+        }
+        (at..slots.len()).find(|&j| read(slots[j]) != addrs[j]).map(|j| from + j)
     }
 
     /// # Safety
@@ -581,7 +679,7 @@ mod imp {
         options(att_syntax)
     );
 
-    #[inline]
+    #[inline(always)]
     fn bounds() -> (u64, u64) {
         let (low, high): (u64, u64);
         // SAFETY: reads the 16 bytes of this thread's static TLS that the symbol above reserves.
@@ -615,13 +713,19 @@ mod imp {
     }
 
     /// The top of the stack mapping that holds `sp`; `sp` itself (no reads allowed) when unknown.
-    #[inline]
+    #[inline(always)]
     fn stack_top(sp: u64) -> u64 {
         let (low, high) = bounds();
         if low <= sp && sp < high {
             return high;
         }
-        // First capture on this thread, a grown main stack, or a signal stack: look it up.
+        stack_top_lookup(sp)
+    }
+
+    /// [`stack_top`] on the first capture of a thread, a grown main stack, or a signal stack.
+    #[cold]
+    #[inline(never)]
+    fn stack_top_lookup(sp: u64) -> u64 {
         match mapping_of(sp) {
             Some((low, high)) => {
                 set_bounds(low, high);
