@@ -16,7 +16,6 @@ use heapsnap::progress::Progress;
 use heapsnap::report::Amount;
 use heapsnap::report::leaks::{LeakOptions, LeakReport};
 
-
 /// The example, built with the profile of the `heapsnap` binary under test once per test process.
 fn example() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
