@@ -833,6 +833,14 @@ struct Converter<'a, 'b> {
     builder: Option<Builder>,
 }
 
+/// Edges of consecutive sources, handed to the thread that writes them: each source with its
+/// number of edges, and the edges.
+#[derive(Default)]
+struct EdgeBatch {
+    sources: Vec<(u32, u32)>,
+    edges: Vec<Edge>,
+}
+
 /// Type ids already given, by (V8 node type, named) for types that do not depend on the name, and
 /// by name for those that do; `u32::MAX` when not yet given.
 struct TypeMemo {
@@ -1154,12 +1162,64 @@ impl Converter<'_, '_> {
         Ok((edge_counts, tables))
     }
 
+    /// Reads the edges and writes them: the writing (encoding records, checksums, the file) on a
+    /// second thread, fed batches of a few thousand edges, so that it overlaps the parsing.
     fn edges(
         &mut self,
         w: &mut SnapshotWriter<'_>,
         strings: &Strings,
         edge_counts: &[u32],
         tables: &HashMap<u32, u64>,
+    ) -> Result<(), FormatError> {
+        const BATCH: usize = 1 << 14;
+        let write_error = |e: io::Error| FormatError::new(0, format!("writing the converted snapshot: {e}"));
+        std::thread::scope(|scope| {
+            let (full, to_write) = std::sync::mpsc::sync_channel::<EdgeBatch>(2);
+            let (give_back, written_batches) = std::sync::mpsc::channel::<EdgeBatch>();
+            let writer = scope.spawn(move || -> io::Result<()> {
+                for batch in to_write {
+                    let mut at = 0;
+                    for &(from, count) in &batch.sources {
+                        let end = at + count as usize;
+                        w.edges(from, &batch.edges[at..end])?;
+                        at = end;
+                    }
+                    let _ = give_back.send(batch);
+                }
+                Ok(())
+            });
+            let mut batch = EdgeBatch::default();
+            let parsed = self.parse_edges(strings, edge_counts, tables, |from, edges| {
+                batch.sources.push((from, edges.len() as u32));
+                batch.edges.extend_from_slice(edges);
+                if batch.edges.len() >= BATCH {
+                    let mut next = written_batches.try_recv().unwrap_or_default();
+                    next.sources.clear();
+                    next.edges.clear();
+                    if full.send(std::mem::replace(&mut batch, next)).is_err() {
+                        // The writer stopped on an error, reported below.
+                        return Err(FormatError::new(0, "writing the converted snapshot stopped"));
+                    }
+                }
+                Ok(())
+            });
+            if parsed.is_ok() && !batch.sources.is_empty() {
+                let _ = full.send(batch);
+            }
+            drop(full);
+            // A write error first: it is why parsing stopped, if it did.
+            writer.join().expect("the edge writer does not panic").map_err(write_error)?;
+            parsed
+        })
+    }
+
+    /// Reads the edges, giving each node's (at least one) to `emit` in order.
+    fn parse_edges(
+        &mut self,
+        strings: &Strings,
+        edge_counts: &[u32],
+        tables: &HashMap<u32, u64>,
+        mut emit: impl FnMut(u32, &[Edge]) -> Result<(), FormatError>,
     ) -> Result<(), FormatError> {
         let m = self.meta;
         let at = self.layout.required(self.layout.edges, "edges")?;
@@ -1210,8 +1270,7 @@ impl Converter<'_, '_> {
                 out.push(Edge { to, kind: if weak { EdgeKind::Weak } else { EdgeKind::Strong }, label });
             }
             if !out.is_empty() {
-                w.edges(from, &out)
-                    .map_err(|e| self.fail(numbers.rest, format!("writing the converted snapshot: {e}")))?;
+                emit(from, &out)?;
                 if let Some(builder) = &mut self.builder {
                     builder.edges(from, &out);
                 }
