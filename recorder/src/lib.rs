@@ -123,12 +123,15 @@ static STATE: AtomicU8 = AtomicU8::new(UNRESOLVED);
 
 /// Resolves the real allocator once. Must be called with the guard held, so that the allocations
 /// `dlsym` makes take the unrecorded path (the static pool). Returns whether it is resolved.
-#[inline]
+#[inline(always)]
 pub(crate) fn resolve() -> bool {
-    // The common case, without the locked compare-exchange below.
-    if STATE.load(Ordering::Acquire) == READY {
-        return true;
-    }
+    // The common case, inlined into every hook; the first call takes the cold path.
+    STATE.load(Ordering::Acquire) == READY || resolve_first()
+}
+
+#[cold]
+#[inline(never)]
+fn resolve_first() -> bool {
     match STATE.compare_exchange(UNRESOLVED, RESOLVING, Ordering::AcqRel, Ordering::Acquire) {
         Ok(_) => {}
         Err(READY) => return true,
@@ -202,7 +205,7 @@ pub mod preload {
     use core::ffi::{c_int, c_void};
 
     /// Resolves the real allocator (with the guard held); see [`crate::resolve`].
-    #[inline]
+    #[inline(always)]
     pub fn resolve() -> bool {
         crate::resolve()
     }

@@ -171,6 +171,7 @@ impl Table {
     }
 
     /// Records a new block and gives it the next serial number.
+    #[inline]
     pub fn insert(&mut self, addr: usize, size: usize, stack: u32, thread: u32) {
         if addr == 0 {
             return;
@@ -235,6 +236,7 @@ impl Table {
     }
 
     /// Empties slot `i`, with backward-shift deletion (no tombstones).
+    #[inline]
     fn clear(&mut self, i: usize) {
         let bits = self.bits;
         let (keys, values) = self.arrays_mut();

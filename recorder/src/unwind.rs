@@ -281,6 +281,7 @@ mod imp {
 
     /// This thread's stacks: its [`Many`], or its [`Recent`] ones. The index of the newest, and
     /// the stacks.
+    #[inline]
     fn stacks_of(recent: &'static mut Recent) -> (&'static mut u64, &'static mut [Previous]) {
         if recent.many == 0 {
             recent.many = claim_many().map_or(NO_MANY, |m| m as u64);
