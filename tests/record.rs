@@ -582,6 +582,37 @@ fn threads_that_come_and_go_during_snapshots() {
     for path in &paths {
         let lost = verdict(path);
         assert_eq!((lost.definitely, lost.indirectly), ((0, 0), (0, 0)), "{}", path.display());
-        assert_eq!(meta(path, "capture.threads.missed").as_deref(), Some("0"), "{}", path.display());
+        // A thread caught while glibc creates or ends it runs with every signal blocked; if that
+        // lasts past the stop's timeout (a loaded machine), it is missed. It holds none of the
+        // program's pointers yet (or any more), and a miss is never silent: it is counted in the
+        // snapshot and reported on stderr.
+        let missed: usize = meta(path, "capture.threads.missed").expect("counted").parse().expect("a number");
+        if missed > 0 {
+            assert!(stderr.contains("threads not stopped in time"), "{stderr}");
+        }
     }
+}
+
+/// The recorder writes to an output that is not a regular file (a pipe here; `/dev/null` alike)
+/// directly instead of renaming over it.
+#[test]
+fn a_pipe_as_output_is_written_to_not_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("list", dir.path());
+    let fifo = dir.path().join("out.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("pipe reads"))
+    };
+    let status =
+        Command::new(&exe).env("LD_PRELOAD", recorder()).env("HEAPSNAP_OUT", &fifo).status().expect("program runs");
+    assert!(status.success());
+    let bytes = reader.join().expect("reader");
+    assert!(std::fs::metadata(&fifo).expect("still there").file_type().is_fifo(), "the pipe was replaced");
+    let snap = hsnap::Snapshot::parse(&bytes).expect("the bytes through the pipe are a snapshot");
+    assert_eq!(snap.nodes().count(), 10, "the list's ten blocks");
 }

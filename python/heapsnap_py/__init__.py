@@ -15,6 +15,7 @@ unreachable are the ones `gc.collect()` would free.  Standard library only.
 
 import gc
 import os
+import stat
 from array import array
 import struct
 import sys
@@ -50,11 +51,21 @@ def _meta():
     return b"".join(bytes_field(k) + bytes_field(v) for k, v in m)
 
 
+def _is_special(path):
+    """Whether `path` exists and is neither a regular file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def dump(path, labels=True):
     """Write an .hsnap snapshot of this interpreter's heap to `path`.
 
     The file is written to a temporary file in the same directory and renamed
-    over `path` once complete.  The cycle collector is disabled while the
+    over `path` once complete (a `path` that is not a regular file, such as
+    /dev/null or a pipe, is written to directly).  The cycle collector is disabled while the
     snapshot is taken (and restored after); it is never run.  `labels=False`
     skips edge labels (a little faster).  Returns a `Stats`.
     Dumps are serialized: one requested by another thread waits; one requested
@@ -76,10 +87,15 @@ def dump(path, labels=True):
         tmp = None
         try:
             meta = _meta()
-            fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=d)
-            stats = capture(fd, labels=labels, meta=meta)      # closes fd
-            os.replace(tmp, path)
-            tmp = None
+            if _is_special(path):
+                # /dev/null, a pipe: written directly (a rename would replace the device)
+                fd = os.open(path, os.O_WRONLY)
+                stats = capture(fd, labels=labels, meta=meta)  # closes fd
+            else:
+                fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=d)
+                stats = capture(fd, labels=labels, meta=meta)  # closes fd
+                os.replace(tmp, path)
+                tmp = None
         finally:
             if tmp is not None:
                 try:

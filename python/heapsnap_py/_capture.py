@@ -42,6 +42,7 @@ between steps.
 
 import gc
 import os
+import stat
 import struct
 import sys
 import time
@@ -469,7 +470,8 @@ def capture(fd, labels=True, meta=b""):
         finally:
             ex.__dict__.clear()     # the caches refer back to ex: leave no cycle behind
         f.flush()
-        os.fsync(f.fileno())
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):   # a pipe or a device cannot be synced
+            os.fsync(f.fileno())
     t2 = time.perf_counter()
     s.seconds = t2 - t0
     s.discover_seconds = t1 - t0

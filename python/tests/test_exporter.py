@@ -876,3 +876,22 @@ def test_run_cli_default_path_and_exception(tmp_path):
     snaps = [f for f in os.listdir(tmp_path) if f.startswith("heapsnap-") and f.endswith(".hsnap")]
     assert len(snaps) == 1
     load(tmp_path / snaps[0])
+
+
+def test_pipe_target_is_written_not_replaced(tmp_path):
+    # A target that is not a regular file (a pipe here, /dev/null alike) is
+    # written to directly: renaming over it would replace it.
+    import stat
+    import threading
+    fifo = str(tmp_path / "out.fifo")
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo, "rb").read()))
+    reader.start()
+    heapsnap_py.dump(fifo)
+    reader.join(30)
+    assert not reader.is_alive()
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode), "the pipe was replaced"
+    s = decode(got[0])
+    assert len(s.ident) > 100 and s.done[5] == len(s.ident)
+    assert os.listdir(str(tmp_path)) == ["out.fifo"], "no temporary file left"

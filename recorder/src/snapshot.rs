@@ -371,14 +371,16 @@ fn capture(
         let parts: [&[u8]; 3] = [&path[..path_len], b".tmp.", decimal(&mut digits, pid)];
         concat(&mut tmp, &parts);
     }
-    // SAFETY: `tmp` is NUL-terminated by `concat`.
-    let fd = unsafe {
-        libc::open(
-            tmp.as_ptr().cast::<c_char>(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC,
-            0o644,
-        )
+    // A target that exists and is not a regular file (`/dev/null`, a pipe) is written to directly:
+    // a rename would replace the device itself.
+    let direct = is_special(&path);
+    let (name, flags) = if direct {
+        (&path[..], libc::O_WRONLY | libc::O_CLOEXEC)
+    } else {
+        (&tmp[..], libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC)
     };
+    // SAFETY: `name` is NUL-terminated by `concat`.
+    let fd = unsafe { libc::open(name.as_ptr().cast::<c_char>(), flags, 0o644) };
     if fd < 0 {
         return Err(io::Error::from_raw_os_error(errno()));
     }
@@ -391,14 +393,16 @@ fn capture(
             return Err(io::Error::from_raw_os_error(errno()));
         }
         // SAFETY: both paths are NUL-terminated.
-        if unsafe { libc::rename(tmp.as_ptr().cast(), path.as_ptr().cast()) } != 0 {
+        if !direct && unsafe { libc::rename(tmp.as_ptr().cast(), path.as_ptr().cast()) } != 0 {
             return Err(io::Error::from_raw_os_error(errno()));
         }
         Ok(())
     });
     if result.is_err() {
-        // SAFETY: `tmp` is NUL-terminated.
-        unsafe { libc::unlink(tmp.as_ptr().cast()) };
+        if !direct {
+            // SAFETY: `tmp` is NUL-terminated.
+            unsafe { libc::unlink(tmp.as_ptr().cast()) };
+        }
     } else {
         list_written(pid, &path[..path_len]);
     }
@@ -507,6 +511,20 @@ fn output_path(out: &mut [u8; 4096], pid: u64, sequence: u64) -> usize {
     }
     out[len] = 0;
     len
+}
+
+/// Whether the NUL-terminated `path` names something that exists and is neither a regular file nor
+/// a directory.
+fn is_special(path: &[u8]) -> bool {
+    // SAFETY: an all-zero `stat` is valid; `path` is NUL-terminated; stat writes only into `st`.
+    unsafe {
+        let mut st: libc::stat = core::mem::zeroed();
+        if libc::stat(path.as_ptr().cast::<c_char>(), &mut st) != 0 {
+            return false;
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        kind != libc::S_IFREG && kind != libc::S_IFDIR
+    }
 }
 
 /// Reads a file into `buf` with `read(2)`, keeping what fits; returns the length read.
