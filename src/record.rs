@@ -360,6 +360,11 @@ pub fn report(recording: &Recording, progress: &crate::progress::Progress, use_c
     use std::fmt::Write;
     let mut out = String::new();
     match recording.last() {
+        Some(last) if !std::fs::metadata(last).is_ok_and(|m| m.is_file()) => {
+            // `-o /dev/null`, a pipe: the snapshot went there and cannot be read back.
+            writeln!(out, "heapsnap: the snapshot went to {}, not a regular file: no summary", last.display())
+                .expect("writing to a String");
+        }
         Some(last) => {
             let summary = leak_summary(last, progress, use_cache)?;
             out.push_str(&summary.text);

@@ -616,3 +616,34 @@ fn a_pipe_as_output_is_written_to_not_replaced() {
     let snap = hsnap::Snapshot::parse(&bytes).expect("the bytes through the pipe are a snapshot");
     assert_eq!(snap.nodes().count(), 10, "the list's ten blocks");
 }
+
+/// `heapsnap record -o PIPE`: the snapshot goes through the pipe, the pipe stays, no summary is
+/// attempted from it, and the program's exit status is passed through.
+#[test]
+fn record_to_a_pipe_reports_no_summary_and_keeps_the_status() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile("list", dir.path());
+    let fifo = dir.path().join("out.fifo");
+    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).expect("pipe reads"))
+    };
+    let out = Command::new(HEAPSNAP)
+        .args(["--quiet", "record", "-o"])
+        .arg(&fifo)
+        .arg("--")
+        .arg(&exe)
+        .env("HEAPSNAP_RECORDER", recorder())
+        .output()
+        .expect("heapsnap runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("not a regular file: no summary"), "{stderr}");
+    let bytes = reader.join().expect("reader");
+    assert!(std::fs::metadata(&fifo).expect("still there").file_type().is_fifo(), "the pipe was replaced");
+    assert_eq!(hsnap::Snapshot::parse(&bytes).expect("a snapshot").nodes().count(), 10);
+}
