@@ -157,20 +157,11 @@ fn the_cache_is_written_reused_and_ignored_when_damaged() {
 /// renamed over: the pipe is still a pipe afterwards, and what came through it is the snapshot.
 #[test]
 fn a_pipe_as_output_is_written_to_not_replaced() {
-    use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().unwrap();
-    let fifo = dir.path().join("out.fifo");
-    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).unwrap())
-    };
-    let out = heapsnap(&["synth", "--nodes", "2000", "--seed", "5", "-o", fifo.to_str().unwrap()]);
+    let pipe = common::Pipe::new(dir.path().join("out.fifo"));
+    let out = heapsnap(&["synth", "--nodes", "2000", "--seed", "5", "-o", pipe.path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let bytes = reader.join().unwrap();
-    assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo(), "the pipe was replaced");
+    let bytes = pipe.finish();
     let snap = hsnap::Snapshot::parse(&bytes).expect("the bytes through the pipe are a snapshot");
     assert_eq!(snap.nodes().count(), 2000);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();

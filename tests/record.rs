@@ -79,12 +79,23 @@ fn record_with(exe: &Path, dir: &Path, args: &[&str]) -> (String, Vec<PathBuf>) 
 
 /// The verdict of one snapshot, as `heapsnap leaks` computes it.
 fn verdict(snapshot: &Path) -> Lost {
-    let progress = Progress::stderr(true);
-    let file = heapsnap::import::open_any(snapshot, &progress).expect("snapshot opens");
-    let heap = file.load(&progress).expect("snapshot loads");
-    let analysis = heapsnap::cache::analyze(&heap, &progress, false, usize::MAX);
-    let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 100, members: false });
-    Lost { definitely: amount(report.direct), indirectly: amount(report.indirect), possibly: amount(report.possibly) }
+    common::with_heap(snapshot, |heap, analysis| {
+        let report = LeakReport::build(heap, analysis, LeakOptions { limit: 100, members: false });
+        Lost {
+            definitely: amount(report.direct),
+            indirectly: amount(report.indirect),
+            possibly: amount(report.possibly),
+        }
+    })
+}
+
+/// Whether the (one) live block of `size` bytes has a root of `kind` pointing at its start.
+fn rooted(snapshot: &Path, size: u64, kind: hsnap::RootKind) -> bool {
+    common::with_heap(snapshot, |heap, _| {
+        let graph = &heap.graph;
+        let block = (0..graph.size.len()).find(|&n| graph.size.get(n) == size).expect("the block is live");
+        heap.snap.roots().iter().any(|r| r.node as usize == block && r.kind == kind && !r.interior)
+    })
 }
 
 /// Runs the program under `heapsnap record` and reads the verdict from the (one) snapshot.
@@ -136,8 +147,12 @@ fn memcheck(exe: &Path) -> Option<Lost> {
 fn check(name: &str, expected: Lost) {
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile(name, dir.path());
-    let ours = recorded(&exe, dir.path());
-    match memcheck(&exe) {
+    agrees_with_memcheck(name, &exe, recorded(&exe, dir.path()), expected);
+}
+
+/// `ours` equals memcheck's LEAK SUMMARY for `exe` (when valgrind is installed) and `expected`.
+fn agrees_with_memcheck(name: &str, exe: &Path, ours: Lost, expected: Lost) {
+    match memcheck(exe) {
         Some(theirs) => assert_eq!(ours, theirs, "{name}: heapsnap (left) against memcheck (right)"),
         None => eprintln!("{name}: valgrind not found; compared with the expected figures only"),
     }
@@ -241,32 +256,30 @@ fn each_block_records_its_thread_and_usable_size() {
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile("thread_leak", dir.path());
     let (_, paths) = record_with(&exe, dir.path(), &[]);
-    let progress = Progress::stderr(true);
-    let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
-    let heap = file.load(&progress).expect("snapshot loads");
-    let analysis = heapsnap::cache::analyze(&heap, &progress, false, usize::MAX);
-    let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 100, members: true });
     let pid: u64 = meta(&paths[0], "process.id").expect("process.id").parse().expect("a number");
-
-    let nodes = heap.graph.node_count() as u32;
-    assert_eq!(heap.snap.allocations().len() as u32, nodes, "one aloc record per block");
-    for v in 0..nodes {
-        let a = heap.snap.allocation(v).expect("every block has its record");
-        assert!(a.usable >= heap.graph.size.get(v as usize), "block {v}: usable {} < size", a.usable);
-        assert_ne!(a.thread, 0, "block {v}: no thread");
-    }
-    let identity_to_node: std::collections::HashMap<u64, u32> =
-        (0..nodes).map(|v| (heap.graph.identity.get(v as usize), v)).collect();
-    let mut threads = Vec::new();
-    for group in &report.groups {
-        let thread = group.thread.expect("the leader's thread");
-        let members = group.members.as_ref().expect("members asked for");
-        for identity in members {
-            let allocation = heap.snap.allocation(identity_to_node[identity]).expect("record");
-            assert_eq!(allocation.thread, thread, "a list is built by one worker");
+    let mut threads = common::with_heap(&paths[0], |heap, analysis| {
+        let report = LeakReport::build(heap, analysis, LeakOptions { limit: 100, members: true });
+        let nodes = heap.graph.node_count() as u32;
+        assert_eq!(heap.snap.allocations().len() as u32, nodes, "one aloc record per block");
+        for v in 0..nodes {
+            let a = heap.snap.allocation(v).expect("every block has its record");
+            assert!(a.usable >= heap.graph.size.get(v as usize), "block {v}: usable {} < size", a.usable);
+            assert_ne!(a.thread, 0, "block {v}: no thread");
         }
-        threads.push(thread);
-    }
+        let identity_to_node: std::collections::HashMap<u64, u32> =
+            (0..nodes).map(|v| (heap.graph.identity.get(v as usize), v)).collect();
+        let mut threads = Vec::new();
+        for group in &report.groups {
+            let thread = group.thread.expect("the leader's thread");
+            let members = group.members.as_ref().expect("members asked for");
+            for identity in members {
+                let allocation = heap.snap.allocation(identity_to_node[identity]).expect("record");
+                assert_eq!(allocation.thread, thread, "a list is built by one worker");
+            }
+            threads.push(thread);
+        }
+        threads
+    });
     threads.sort_unstable();
     threads.dedup();
     assert_eq!(threads.len(), 4, "four workers, four threads: {threads:?}");
@@ -298,23 +311,10 @@ fn signal_snapshot(name: &str) {
 
     // At the signal: the 1234-byte block is held by `held`, on main's stack; the 40 bytes are lost.
     assert_eq!(verdict(&paths[0]), lost((40, 1), (0, 0), (0, 0)));
-    let bytes = std::fs::read(&paths[0]).expect("snapshot reads");
-    let snap = hsnap::Snapshot::parse(&bytes).expect("snapshot parses");
-    let progress = Progress::stderr(true);
-    let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
-    let heap = file.load(&progress).expect("snapshot loads");
-    let held = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 1234).expect("the held block is live");
-    assert!(
-        snap.roots().iter().any(|r| r.node as usize == held && r.kind == hsnap::RootKind::Stack && !r.interior),
-        "no stack root for the held block"
-    );
+    assert!(rooted(&paths[0], 1234, hsnap::RootKind::Stack), "no stack root for the held block");
 
     // At exit both are lost, as memcheck says.
-    let at_exit = verdict(&paths[1]);
-    if let Some(theirs) = memcheck(&exe) {
-        assert_eq!(at_exit, theirs, "heapsnap (left) against memcheck (right)");
-    }
-    assert_eq!(at_exit, lost((1274, 2), (0, 0), (0, 0)));
+    agrees_with_memcheck(name, &exe, verdict(&paths[1]), lost((1274, 2), (0, 0), (0, 0)));
 }
 
 #[test]
@@ -526,21 +526,8 @@ fn roots_follow_dlopen_and_dlclose() {
     // `_dl_find_object` table for the new object, held by the dynamic linker through an aligned
     // pointer into its block, is glibc's own buffer: still reachable too (memcheck frees it).
     assert_eq!(verdict(&paths[0]), Lost::default());
-    let bytes = std::fs::read(&paths[0]).expect("snapshot reads");
-    let snap = hsnap::Snapshot::parse(&bytes).expect("snapshot parses");
-    let progress = Progress::stderr(true);
-    let file = heapsnap::import::open_any(&paths[0], &progress).expect("snapshot opens");
-    let heap = file.load(&progress).expect("snapshot loads");
-    let stashed = (0..heap.graph.size.len()).find(|&n| heap.graph.size.get(n) == 77).expect("the block is live");
-    assert!(
-        snap.roots().iter().any(|r| r.node as usize == stashed && r.kind == hsnap::RootKind::Global && !r.interior),
-        "no global root for the stashed block"
-    );
-    let at_exit = verdict(&paths[1]);
-    if let Some(theirs) = memcheck(&exe) {
-        assert_eq!(at_exit, theirs, "heapsnap (left) against memcheck (right)");
-    }
-    assert_eq!(at_exit, lost((77, 1), (0, 0), (0, 0)));
+    assert!(rooted(&paths[0], 77, hsnap::RootKind::Global), "no global root for the stashed block");
+    agrees_with_memcheck("dlopen", &exe, verdict(&paths[1]), lost((77, 1), (0, 0), (0, 0)));
 }
 
 /// Stopping the world needs no `ptrace`, so it works in a process that gdb is tracing (where a
@@ -597,22 +584,16 @@ fn threads_that_come_and_go_during_snapshots() {
 /// directly instead of renaming over it.
 #[test]
 fn a_pipe_as_output_is_written_to_not_replaced() {
-    use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile("list", dir.path());
-    let fifo = dir.path().join("out.fifo");
-    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).expect("pipe reads"))
-    };
-    let status =
-        Command::new(&exe).env("LD_PRELOAD", recorder()).env("HEAPSNAP_OUT", &fifo).status().expect("program runs");
+    let pipe = common::Pipe::new(dir.path().join("out.fifo"));
+    let status = Command::new(&exe)
+        .env("LD_PRELOAD", recorder())
+        .env("HEAPSNAP_OUT", &pipe.path)
+        .status()
+        .expect("program runs");
     assert!(status.success());
-    let bytes = reader.join().expect("reader");
-    assert!(std::fs::metadata(&fifo).expect("still there").file_type().is_fifo(), "the pipe was replaced");
+    let bytes = pipe.finish();
     let snap = hsnap::Snapshot::parse(&bytes).expect("the bytes through the pipe are a snapshot");
     assert_eq!(snap.nodes().count(), 10, "the list's ten blocks");
 }
@@ -621,20 +602,12 @@ fn a_pipe_as_output_is_written_to_not_replaced() {
 /// attempted from it, and the program's exit status is passed through.
 #[test]
 fn record_to_a_pipe_reports_no_summary_and_keeps_the_status() {
-    use std::os::unix::fs::FileTypeExt;
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile("list", dir.path());
-    let fifo = dir.path().join("out.fifo");
-    let c_path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("no NUL");
-    // SAFETY: a NUL-terminated path.
-    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo");
-    let reader = {
-        let fifo = fifo.clone();
-        std::thread::spawn(move || std::fs::read(fifo).expect("pipe reads"))
-    };
+    let pipe = common::Pipe::new(dir.path().join("out.fifo"));
     let out = Command::new(HEAPSNAP)
         .args(["--quiet", "record", "-o"])
-        .arg(&fifo)
+        .arg(&pipe.path)
         .arg("--")
         .arg(&exe)
         .env("HEAPSNAP_RECORDER", recorder())
@@ -643,7 +616,6 @@ fn record_to_a_pipe_reports_no_summary_and_keeps_the_status() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("not a regular file: no summary"), "{stderr}");
-    let bytes = reader.join().expect("reader");
-    assert!(std::fs::metadata(&fifo).expect("still there").file_type().is_fifo(), "the pipe was replaced");
+    let bytes = pipe.finish();
     assert_eq!(hsnap::Snapshot::parse(&bytes).expect("a snapshot").nodes().count(), 10);
 }

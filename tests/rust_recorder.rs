@@ -12,7 +12,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use heapsnap::analysis::reach::Class;
-use heapsnap::progress::Progress;
 use heapsnap::report::Amount;
 use heapsnap::report::leaks::{LeakOptions, LeakReport};
 
@@ -53,25 +52,23 @@ struct Analysed {
 }
 
 fn analyse(snapshot: &Path) -> Analysed {
-    let progress = Progress::stderr(true);
-    let file = heapsnap::import::open_any(snapshot, &progress).expect("snapshot opens");
-    let heap = file.load(&progress).expect("snapshot loads");
-    let analysis = heapsnap::cache::analyze(&heap, &progress, false, usize::MAX);
-    let report = LeakReport::build(&heap, &analysis, LeakOptions { limit: 100, members: false });
-    let mut sites: HashMap<String, ByClass> = HashMap::new();
-    for v in 0..heap.graph.node_count() {
-        let site = heap.site_name(heap.graph.stack[v]);
-        let function = site.split(" (").next().unwrap_or_default().to_string();
-        let entry = sites.entry(function).or_default();
-        let slot = match analysis.reach.class[v] {
-            Class::Reachable => &mut entry.reachable,
-            Class::Possibly => &mut entry.possibly,
-            Class::Leaked => &mut entry.leaked,
-        };
-        slot.0 += heap.graph.size.get(v);
-        slot.1 += 1;
-    }
-    Analysed { report, sites }
+    common::with_heap(snapshot, |heap, analysis| {
+        let report = LeakReport::build(heap, analysis, LeakOptions { limit: 100, members: false });
+        let mut sites: HashMap<String, ByClass> = HashMap::new();
+        for v in 0..heap.graph.node_count() {
+            let site = heap.site_name(heap.graph.stack[v]);
+            let function = site.split(" (").next().unwrap_or_default().to_string();
+            let entry = sites.entry(function).or_default();
+            let slot = match analysis.reach.class[v] {
+                Class::Reachable => &mut entry.reachable,
+                Class::Possibly => &mut entry.possibly,
+                Class::Leaked => &mut entry.leaked,
+            };
+            slot.0 += heap.graph.size.get(v);
+            slot.1 += 1;
+        }
+        Analysed { report, sites }
+    })
 }
 
 fn amount(a: Amount) -> (u64, u64) {

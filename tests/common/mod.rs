@@ -43,3 +43,44 @@ pub fn cargo_build(args: &[&str], artifact: &str) -> std::path::PathBuf {
     );
     built
 }
+
+/// A named pipe with a thread reading everything written to it, for outputs that are not regular
+/// files (a writer must write to them, not rename over them).
+pub struct Pipe {
+    pub path: std::path::PathBuf,
+    reader: std::thread::JoinHandle<Vec<u8>>,
+}
+
+impl Pipe {
+    pub fn new(path: std::path::PathBuf) -> Pipe {
+        let c_path = std::ffi::CString::new(path.to_str().expect("utf-8 path")).expect("no NUL");
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+        let reader = {
+            let path = path.clone();
+            std::thread::spawn(move || std::fs::read(path).expect("pipe reads"))
+        };
+        Pipe { path, reader }
+    }
+
+    /// What came through once the writer closed it; the pipe must still be a pipe.
+    pub fn finish(self) -> Vec<u8> {
+        use std::os::unix::fs::FileTypeExt;
+        let bytes = self.reader.join().expect("reader");
+        let kind = std::fs::metadata(&self.path).expect("still there").file_type();
+        assert!(kind.is_fifo(), "the pipe was replaced");
+        bytes
+    }
+}
+
+/// Loads and analyses a snapshot as `heapsnap leaks` does (no cache), and hands both to `f`.
+pub fn with_heap<T>(
+    snapshot: &std::path::Path,
+    f: impl FnOnce(&heapsnap::heap::Heap<'_>, &heapsnap::analysis::Analysis) -> T,
+) -> T {
+    let progress = heapsnap::progress::Progress::stderr(true);
+    let file = heapsnap::import::open_any(snapshot, &progress).expect("snapshot opens");
+    let heap = file.load(&progress).expect("snapshot loads");
+    let analysis = heapsnap::cache::analyze(&heap, &progress, false, usize::MAX);
+    f(&heap, &analysis)
+}
