@@ -39,6 +39,19 @@ struct Value {
     thread: u32,
 }
 
+impl Value {
+    #[inline(always)]
+    fn of(entry: &Entry) -> Value {
+        Value { serial: entry.serial, size: entry.size, stack: entry.stack, thread: entry.thread }
+    }
+
+    /// The block at `addr`, its usable size not yet known (the snapshot asks for it).
+    #[inline(always)]
+    fn entry(self, addr: usize) -> Entry {
+        Entry { addr, serial: self.serial, size: self.size, usable: 0, stack: self.stack, thread: self.thread }
+    }
+}
+
 pub struct Table {
     /// Block address per slot, 0 for an empty slot; `capacity()` of them, followed in the same
     /// mapping by as many [`Value`]s.
@@ -192,10 +205,7 @@ impl Table {
             self.dropped += 1;
             return;
         }
-        self.place(
-            entry.addr,
-            Value { serial: entry.serial, size: entry.size, stack: entry.stack, thread: entry.thread },
-        );
+        self.place(entry.addr, Value::of(&entry));
         self.len += 1;
     }
 
@@ -225,14 +235,7 @@ impl Table {
         // SAFETY: `find` returned a slot index below `capacity()`.
         let value = unsafe { *self.values.add(i) };
         self.clear(i);
-        Some(Entry {
-            addr,
-            serial: value.serial,
-            size: value.size,
-            usable: 0,
-            stack: value.stack,
-            thread: value.thread,
-        })
+        Some(value.entry(addr))
     }
 
     /// Empties slot `i`, with backward-shift deletion (no tombstones).
@@ -265,14 +268,7 @@ impl Table {
             if addr != 0 && n < out.len() {
                 // SAFETY: `i` is below `capacity()`.
                 let value = unsafe { *self.values.add(i) };
-                out[n] = Entry {
-                    addr,
-                    serial: value.serial,
-                    size: value.size,
-                    usable: 0,
-                    stack: value.stack,
-                    thread: value.thread,
-                };
+                out[n] = value.entry(addr);
                 n += 1;
             }
         }
