@@ -42,8 +42,8 @@ class _Snapper:
                     sys.stderr.write("heapsnap_py: snapshot %s failed: %r\n" % (path, e))
                 return
             if not self.quiet:
-                sys.stderr.write("heapsnap_py: wrote %s (%d nodes, %d edges, %.2f s)\n"
-                                 % (path, st.nodes, st.edges, st.seconds))
+                sys.stderr.write("heapsnap_py: wrote %s (%d tracked objects, %d references, "
+                                 "%.2f s)\n" % (path, st.tracked, st.references, st.seconds))
                 sys.stderr.flush()
         finally:
             self.busy = False

@@ -1,6 +1,7 @@
 """Low-level `.hsnap` encoding: varints, records and chunk framing.
 
-Everything here follows ``formats/hsnap.md`` (version 1.0).  The writer keeps
+Everything here follows ``formats/hsnap.md`` (version 1.1: the exporter writes
+the address-keyed records of its section 3.1).  The writer keeps
 one buffer per record kind and flushes a buffer as one chunk once it holds
 about ``FLUSH_BYTES``; records never span chunks because callers only ever
 append whole records.
@@ -11,7 +12,7 @@ import zlib
 
 MAGIC = b"\x89HSNAP\r\n"
 MAJOR = 1
-MINOR = 0
+MINOR = 1
 HEADER = MAGIC + struct.pack("<HHI", MAJOR, MINOR, 0)
 
 # Compiled once: struct.pack(fmt) would add to the struct module's cache, which
@@ -74,8 +75,9 @@ def chunk(tag, payload):
     return head + payload + _U32LE.pack(crc)
 
 
-# Record kinds in the order DONE counts them.
-DONE_ORDER = (b"STRS", b"TYPE", b"MODS", b"FRMS", b"STKS", b"NODE", b"EDGE", b"ROOT")
+# Record kinds in the order DONE counts them (version 1.1: eleven counts).
+DONE_ORDER = (b"STRS", b"TYPE", b"MODS", b"FRMS", b"STKS", b"NODE", b"EDGE", b"ROOT",
+              b"PYBT", b"PYTY", b"PYEX")
 
 
 class Writer:
@@ -112,6 +114,26 @@ class Writer:
         self.f.write(_U32LE.pack(crc))
         self.bytes_written += len(payload) + 12
         self.chunks += 1
+
+    def record(self, tag, parts):
+        """One record made of `parts` (bytes-like), written as a chunk of its
+        own without joining the parts: the big batch records."""
+        n = sum(memoryview(p).nbytes for p in parts)
+        if n > MAX_CHUNK:
+            raise ValueError("chunk larger than 64 MiB")
+        self.flush(tag)
+        head = tag + _U32LE.pack(n)
+        crc = zlib.crc32(head)
+        for p in parts:
+            crc = zlib.crc32(p, crc)
+        write = self.f.write
+        write(head)
+        for p in parts:
+            write(p)
+        write(_U32LE.pack(crc))
+        self.bytes_written += n + 12
+        self.chunks += 1
+        self.counts[tag] = self.counts.get(tag, 0) + 1
 
     def add(self, tag, data, items=1):
         buf = self.bufs.get(tag)
