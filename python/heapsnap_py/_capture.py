@@ -47,7 +47,7 @@ import sys
 import time
 from array import array
 from collections import deque
-from itertools import accumulate, chain, compress, count, repeat
+from itertools import accumulate, chain, compress, count, filterfalse, repeat
 from operator import and_, eq, ge, gt, is_, mul, not_, sub
 
 from . import _hsnap
@@ -78,10 +78,20 @@ TRAIT_REVERSED = 2
 FLAG_FROZEN = 1                     # PYBT leaf flags
 KIND_GC = 1                         # _Types.kind bits: objects may have referents,
 KIND_DICT = 2                       # are exact dicts,
-KIND_SLOTTED = 4                    # may have an instance dict to label
-_IS_DICT = bytes((b & KIND_DICT) >> 1 for b in range(256))       # bytes.translate tables
-_IS_SLOTTED = bytes((b & KIND_SLOTTED) >> 2 for b in range(256))
-_IS_GC = bytes(b & KIND_GC for b in range(256))
+KIND_BACK1 = 4                      # may have an instance dict, their last referent (modules),
+KIND_BACK2 = 8                      # or the one before their type (instances of classes)
+
+
+def _table(f):
+    """A bytes.translate table: f(kind bits) for each byte value."""
+    return bytes(map(f, range(256)))
+
+
+_IS_GC = _table(lambda k: k & KIND_GC)
+_IS_DICT = _table(lambda k: (k & KIND_DICT) >> 1)
+_IS_BACK1 = _table(lambda k: int(k & (KIND_BACK1 | KIND_BACK2) == KIND_BACK1))
+_IS_BACK2 = _table(lambda k: int(k & (KIND_BACK1 | KIND_BACK2) == KIND_BACK2))
+_IS_MIXED = _table(lambda k: int(k & (KIND_BACK1 | KIND_BACK2) == KIND_BACK1 | KIND_BACK2))
 
 # Type attributes are read through `type`'s own descriptors so that a
 # metaclass cannot run code while we look.
@@ -388,7 +398,7 @@ class _Types:
         self.ids = {}           # id(type) -> type id
         self.by_name = {}       # type name -> type id
         self.kind = bytearray()  # type id -> KIND_* bits
-        self.back = bytearray()  # type id -> where the __dict__ referent is, from the end
+        self.low = None         # the kinds of type ids 0..255, a translate table
         self.slots = {}         # id(type) -> (dict pointer delta, back), see _dict_slot
 
     def of(self, objs):
@@ -402,6 +412,10 @@ class _Types:
 
     def kinds(self, tids):
         """bytes: the KIND_* bits of each type id of `tids`."""
+        if tids and max(tids) < 256:        # one byte each: translated at C speed
+            if self.low is None:
+                self.low = bytes(self.kind[:256]).ljust(256, b"\0")
+            return tids.tobytes()[0 if _LITTLE else 3::4].translate(self.low)
         return bytes(map(self.kind.__getitem__, tids))
 
     def _register(self, ts):
@@ -415,7 +429,6 @@ class _Types:
                 tid = self.by_name[name] = ex.w.counts[b"TYPE"]
                 ex.w.add(b"TYPE", uvarint(ex.strid(name)))
                 self.kind.append(0)
-                self.back.append(0)
                 self._traits(t, tid)
             self.ids[id(t)] = tid
             try:
@@ -428,11 +441,9 @@ class _Types:
             slot = _dict_slot(t) if ex.word is not None else None
             if slot is not None:
                 self.slots[id(t)] = slot
-                kind |= KIND_SLOTTED
-                # types of one name share a type id: one place for all, or none
-                had = self.kind[tid] & KIND_SLOTTED
-                self.back[tid] = slot[1] if not had or self.back[tid] == slot[1] else 0
-            self.kind[tid] |= kind
+                kind |= KIND_BACK1 if slot[1] == 1 else KIND_BACK2
+            self.kind[tid] |= kind          # types of one name share a type id
+            self.low = None
 
     def _traits(self, t, tid):
         traits = floor = 0
@@ -541,11 +552,10 @@ class _Exporter:
         types = self.types
         targets = _list_addresses(flat)
         if self.tracked is None:
-            leaf = bytes(map(not_, map(_is_tracked, flat)))
+            leaves = list(filterfalse(_is_tracked, flat))
         else:
-            leaf = bytes(map(not_, map(self.tracked.__contains__, map(id, flat))))
-        leaves = list(compress(flat, leaf))
-        del flat, leaf
+            leaves = list(compress(flat, map(not_, map(self.tracked.__contains__, map(id, flat)))))
+        del flat
         leaf_counts = _u32_or_u64(lambda: map(_getrefcount, leaves))   # see the leaf bias
         leaf_addresses = _list_addresses(leaves)
         leaf_tids = types.of(leaves)
@@ -560,9 +570,10 @@ class _Exporter:
             sources[2], leaf_sizes = _same_width(sizes, leaf_sizes)
             sources[3], leaf_counts = _same_width(counts, leaf_counts)
         sizes, counts = leaf_sizes, leaf_counts
-        dense_at, dense, sparse_at, sparse_index, sparse = labels or (array("I"),) * 5
-        columns = sources + [per_source, targets, dense_at, dense, sparse_at, sparse_index, sparse,
-                             leaf_addresses, leaf_tids, leaf_sizes, leaf_counts]
+        dense_at, dense, dense_to, sparse_at, sparse_index, sparse = \
+            labels or (array("I"), array("I"), [], array("I"), array("I"), array("I"))
+        columns = sources + [per_source, targets, dense_at, dense] + dense_to + [
+            sparse_at, sparse_index, sparse, leaf_addresses, leaf_tids, leaf_sizes, leaf_counts]
         if not _LITTLE:
             for c in columns:
                 if isinstance(c, array):
@@ -587,45 +598,41 @@ class _Exporter:
 
     # -- labels ------------------------------------------------------------
     def _labels(self, blk, tids, per_source, flat):
-        """(dense positions, dense labels, sparse positions, sparse indexes,
-        sparse labels) of a batch."""
-        out = tuple(array("I") for _ in range(5))
+        """(dense positions, dense labels, dense targets (a list of bytes),
+        sparse positions, sparse indexes, sparse labels) of a batch."""
+        out = (array("I"), array("I"), [], array("I"), array("I"), array("I"))
         kinds = self.types.kinds(tids)
         dicts = kinds.translate(_IS_DICT)
-        slotted = kinds.translate(_IS_SLOTTED) if self.word is not None else b""
-        if 1 in dicts or 1 in slotted:
+        inst = ((kinds.translate(_IS_BACK2), 2), (kinds.translate(_IS_BACK1), 1),
+                (kinds.translate(_IS_MIXED), 0)) if self.word is not None and flat else ()
+        inst = [(mask, back) for mask, back in inst if 1 in mask]
+        if 1 in dicts or inst:
             ends = array("Q", accumulate(per_source))
             if 1 in dicts:
                 self._dict_labels(blk, array("I", compress(count(), dicts)), per_source, ends,
                                   flat, out)
-            if 1 in slotted:
-                self._instance_labels(blk, tids, array("I", compress(count(), slotted)),
+            for mask, back in inst:
+                self._instance_labels(blk, array("I", compress(count(), mask)), back,
                                       per_source, ends, flat, out)
         return out
 
     def _dict_labels(self, blk, at, per_source, ends, flat, out):
         """A str-keyed dict's referents are its values, in key order: each gets
-        its key as a dense label.  A general dict's are value, key, value,
-        key...: each value with a str key gets it as a sparse label."""
-        dense_at, dense, sparse_at, sparse_index, sparse = out
+        its key as a dense label, with the value it expects, which heapsnap
+        checks (a split dict's referents can be in another order).  A general
+        dict's are value, key, value, key...: each value with a str key gets
+        it as a sparse label."""
+        dense_at, dense, dense_to, sparse_at, sparse_index, sparse = out
         dicts = list(map(blk.__getitem__, at))
         lens = array("Q", map(len, dicts))
         refs = array("Q", map(per_source.__getitem__, at))
-        uni = bytes(map(and_, map(eq, refs, lens), map(bool, lens)))
-        if any(uni):
-            u_at = array("I", compress(at, uni))
-            u_dicts = list(compress(dicts, uni))
-            segs = list(map(slice, map(sub, map(ends.__getitem__, u_at), compress(refs, uni)),
-                            map(ends.__getitem__, u_at)))
-            if not all(map(is_, chain.from_iterable(map(dict.values, u_dicts)),
-                           chain.from_iterable(map(flat.__getitem__, segs)))):
-                # a split dict whose insertion order is not its shared keys'
-                good = bytes(all(map(is_, dict.values(d), flat[s])) for d, s in zip(u_dicts, segs))
-                u_at = array("I", compress(u_at, good))
-                u_dicts = list(compress(u_dicts, good))
-            dense_at.extend(u_at)
+        uni = bytes(map(eq, refs, lens))
+        if 1 in uni:
+            u_dicts = dicts if 0 not in uni else list(compress(dicts, uni))
+            dense_at.extend(at if 0 not in uni else compress(at, uni))
             dense.extend(self._key_ids(list(chain.from_iterable(map(dict.keys, u_dicts)))))
-        general = bytes(map(and_, map(eq, refs, map(mul, lens, repeat(2))), map(bool, lens)))
+            dense_to.append(_list_addresses(list(chain.from_iterable(map(dict.values, u_dicts)))))
+        general = bytes(map(and_, map(eq, refs, map(mul, lens, repeat(2))), lens))
         if not any(general):
             return
         for p, d in zip(compress(at, general), compress(dicts, general)):
@@ -662,37 +669,30 @@ class _Exporter:
               maxlen=0)
         return out
 
-    def _instance_labels(self, blk, tids, at, per_source, ends, flat, out):
-        """An instance's (or module's) reference to its __dict__, checked
-        against the object's dict slot in memory: on 3.11+ most instances keep
-        their values inline and have no dict at all."""
-        back = array("Q", map(self.types.back.__getitem__, map(tids.__getitem__, at)))
-        if not all(back):          # types of one name with different layouts
-            keep = bytes(map(bool, back))
-            mixed = array("I", compress(at, map(not_, keep)))
-            at, back = array("I", compress(at, keep)), array("Q", compress(back, keep))
-            for p in mixed:
-                slot = self.types.slots.get(id(type(blk[p])))
-                if slot is not None:
-                    self._dict_candidates(blk, array("I", [p]), array("Q", [slot[1]]),
-                                          per_source, ends, flat, out)
-        self._dict_candidates(blk, at, back, per_source, ends, flat, out)
-
-    def _dict_candidates(self, blk, at, back, per_source, ends, flat, out):
-        _, _, sparse_at, sparse_index, sparse = out
-        ok = bytes(map(ge, map(per_source.__getitem__, at), back))   # else no room for a dict
-        if not all(ok):
-            at, back = array("I", compress(at, ok)), array("Q", compress(back, ok))
-        pos = array("Q", map(sub, map(ends.__getitem__, at), back))
+    def _instance_labels(self, blk, at, back, per_source, ends, flat, out):
+        """An instance's (or module's) reference to its __dict__: the
+        referent `back` from the end of its referents (0: look it up per
+        type), when it is a dict and the object's dict slot in memory holds
+        it.  On 3.11+ most instances keep their values inline and have no
+        dict at all."""
+        sparse_at, sparse_index, sparse = out[3:]
+        slots = self.types.slots
+        if back:
+            pos = array("q", map(sub, map(ends.__getitem__, at), repeat(back)))
+        else:
+            backs = [slots.get(id(type(blk[p])), (0, 1))[1] for p in at]
+            pos = array("q", map(sub, map(ends.__getitem__, at), backs))
+        # (a position outside the object's own referents cannot hold its dict: the
+        # slot check below fails there)
         cand = bytes(map(is_, map(type, map(flat.__getitem__, pos)), repeat(dict)))
         if 1 not in cand:
             return
         word = self.word
-        slots = self.types.slots
-        for p, q, k in zip(compress(at, cand), compress(pos, cand), compress(back, cand)):
+        for p, q in zip(compress(at, cand), compress(pos, cand)):
             o = blk[p]
             slot = slots.get(id(type(o)))
-            if slot is not None and slot[1] == k and word(id(o) + slot[0]).value == id(flat[q]):
+            k = per_source[p] - (ends[p] - q)
+            if slot is not None and k >= 0 and word(id(o) + slot[0]).value == id(flat[q]):
                 sparse_at.append(p)
-                sparse_index.append(per_source[p] - k)
+                sparse_index.append(k)
                 sparse.append(self.strid("__dict__"))

@@ -269,6 +269,7 @@ def batch(c):
     if list(b.dense_at) != sorted(set(b.dense_at)) or any(x >= S for x in b.dense_at):
         raise Corrupt("dense positions")
     b.dense = c.column(4, sum(b.count[x] for x in b.dense_at))
+    b.dense_targets = c.column(8, len(b.dense))
     b.sparse_at, b.sparse_index, b.sparse = c.column(4, P), c.column(4, P), c.column(4, P)
     for x, i in zip(b.sparse_at, b.sparse_index):
         if x >= S or i >= b.count[x]:
@@ -342,8 +343,9 @@ def resolve(s):
                 labels[i] = (0, lab)
             if x in dense_from:
                 skip = dense_from[x]
-                for i, lab in enumerate(b.dense[skip:skip + n]):
-                    if lab:
+                for i, (lab, to) in enumerate(zip(b.dense[skip:skip + n],
+                                                  b.dense_targets[skip:skip + n])):
+                    if lab and to == refs[i]:
                         labels[i] = (0, lab)
             for r, lab in zip(refs, labels):
                 if r in index:
@@ -1048,3 +1050,29 @@ def test_pipe_target_is_written_not_replaced(tmp_path):
     s = decode(got[0])
     assert len(s.ident) > 100 and s.done[8] == len(s.batches) > 0
     assert os.listdir(str(tmp_path)) == ["out.fifo"], "no temporary file left"
+
+
+class TwoAttrs:
+    pass
+
+
+def test_dict_labels_name_the_right_values(tmp_path):
+    """An instance dict whose insertion order differs from its shared keys'
+    may list its values in another order than its keys: every label still
+    names its own value."""
+    first = TwoAttrs()
+    first.x, first.y = ["x0"], ["y0"]
+    other = TwoAttrs()
+    other.y, other.x = ["y1"], ["x1"]
+    d, df = other.__dict__, first.__dict__       # made now, before the dump
+    plain = {"p": ["p0"], "q": ["q0"]}
+    p = tmp_path / "d.hsnap"
+    heapsnap_py.dump(p)
+    s = load(p)
+    for o in (d, plain, df):
+        labs = labels_from(s, s.node_of[id(o)])
+        for k, v in o.items():
+            got = labs.get(s.node_of[id(v)])
+            assert got in (None, (0, k)), (k, got)
+    assert labels_from(s, s.node_of[id(plain)]) == {
+        s.node_of[id(plain["p"])]: (0, "p"), s.node_of[id(plain["q"])]: (0, "q")}
