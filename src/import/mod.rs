@@ -22,7 +22,7 @@ use crate::graph::Graph;
 use crate::heap::{Heap, SnapshotFile};
 use crate::progress::Progress;
 
-/// A snapshot opened for loading, converted first when it was not a `.hsnap`.
+/// A snapshot opened for loading, converted first when it was not a plain `.hsnap`.
 pub struct Opened {
     /// The `.hsnap` bytes: the file itself, or the converted temporary file.
     pub file: SnapshotFile,
