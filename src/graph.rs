@@ -251,6 +251,16 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// Room for `nodes` more nodes.
+    pub fn reserve_nodes(&mut self, nodes: usize) {
+        let g = &mut self.graph;
+        for column in [&mut g.identity, &mut g.address, &mut g.size, &mut g.flags] {
+            column.reserve_exact(nodes);
+        }
+        g.type_id.reserve_exact(nodes);
+        g.stack.reserve_exact(nodes);
+    }
+
     pub fn node(&mut self, node: &hsnap::Node) {
         let g = &mut self.graph;
         g.identity.push(node.identity);
@@ -327,6 +337,11 @@ impl Graph {
     /// Nodes and edges are decoded on two threads. The edges are laid out for the node count the
     /// file declares; the node decoder fails unless it finds exactly that many.
     pub fn load(snap: &Snapshot<'_>, progress: &Progress) -> Result<Graph, FormatError> {
+        if snap.is_address_keyed() {
+            let what = "an address-keyed snapshot (version 1.1): its records are resolved into nodes and edges \
+                        by import::open_any or `heapsnap convert` first";
+            return Err(FormatError::new(10, what));
+        }
         let mut graph = Graph::default();
         let declared = snap.counts().nodes as usize;
         let edges = std::thread::scope(|scope| {

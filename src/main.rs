@@ -103,8 +103,9 @@ enum Command {
         #[arg(long, default_value_t = 200)]
         max_nodes: usize,
     },
-    /// Convert a V8 heap snapshot (.heapsnapshot, from Chrome or Node) to .hsnap. Every command
-    /// also reads .heapsnapshot files directly, converting them on the fly.
+    /// Convert a V8 heap snapshot (.heapsnapshot, from Chrome or Node), or resolve an address-keyed
+    /// .hsnap (the Python exporter's), to a plain .hsnap. Every command also reads both directly,
+    /// converting them on the fly.
     Convert {
         input: PathBuf,
         #[arg(short, long)]
@@ -294,8 +295,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Convert { input, output } => {
-            let stats = heapsnap::import::v8::convert(input, output, &Progress::stderr(cli.quiet))?;
-            eprintln!("{}: {} nodes, {} edges", output.display(), stats.nodes, stats.edges);
+            let converted = heapsnap::import::convert(input, output, &Progress::stderr(cli.quiet))?;
+            eprintln!("{}: {}", output.display(), converted.summary());
             Ok(ok)
         }
         Command::Diff { snapshots, by, format, limit } => {

@@ -132,7 +132,8 @@ fn tiny_fixture_converts_with_exact_types_edges_and_retained_sizes() {
 #[test]
 fn open_any_converts_v8_and_passes_hsnap_through() {
     let opened = open_any(&tiny(), &Progress::hidden()).unwrap();
-    assert_eq!(opened.converted.map(|s| s.nodes), Some(10));
+    assert_eq!(opened.converted.map(|c| c.nodes()), Some(10));
+    assert!(matches!(opened.converted, Some(heapsnap::import::Converted::V8(_))));
     let heap = opened.load(&Progress::hidden()).unwrap();
     assert_eq!((heap.graph.node_count(), heap.path.as_path()), (10, tiny().as_path()));
 

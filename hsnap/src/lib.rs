@@ -1,11 +1,14 @@
-//! The `.hsnap` heap snapshot format, version 1: the specification is `formats/hsnap.md`.
+//! The `.hsnap` heap snapshot format, version 1.1: the specification is `formats/hsnap.md`.
 //!
 //! [`Writer`] streams a snapshot through one caller-provided buffer and never allocates, so it can
 //! run inside a malloc hook. [`Snapshot`] parses a whole file held in memory (usually a mapped file)
 //! without copying strings, checks every chunk's CRC, and reports any damage with its byte offset.
+//! The address-keyed records of version 1.1 (section 3.1) are read as views of their columns
+//! ([`python`]); resolving them into nodes and edges is the analyzer's business.
 
 mod error;
 pub mod parse;
+pub mod python;
 mod read;
 pub mod varint;
 mod write;
@@ -16,8 +19,9 @@ pub use write::{Sink, Writer};
 
 /// The first eight bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"\x89HSNAP\r\n";
-/// The format version this crate writes and the newest it reads.
-pub const VERSION: (u16, u16) = (1, 0);
+/// The newest format version this crate reads. [`Writer::new`] writes version 1.0 files, and
+/// [`Writer::with_minor_version`] 1.1 files with address-keyed records.
+pub const VERSION: (u16, u16) = (1, 1);
 /// Bytes before the first chunk.
 pub const HEADER_LEN: usize = 16;
 
@@ -35,6 +39,12 @@ pub mod tag {
     pub const NODE: Tag = *b"NODE";
     pub const EDGE: Tag = *b"EDGE";
     pub const ROOT: Tag = *b"ROOT";
+    /// Version 1.1: a batch of objects keyed by address, and their references.
+    pub const PYBT: Tag = *b"PYBT";
+    /// Version 1.1: what a type's references are, and its size floor.
+    pub const PYTY: Tag = *b"PYTY";
+    /// Version 1.1: addresses of the writer's own objects, left out of the graph.
+    pub const PYEX: Tag = *b"PYEX";
     /// Ancillary: what an allocator knows of a node's block.
     pub const ALOC: Tag = *b"aloc";
     pub const DONE: Tag = *b"DONE";
@@ -171,10 +181,15 @@ pub struct Counts {
     pub nodes: u64,
     pub edges: u64,
     pub roots: u64,
+    /// Version 1.1: `PYBT`, `PYTY` and `PYEX` records (always 0 in a version 1.0 file).
+    pub python_batches: u64,
+    pub python_types: u64,
+    pub python_excluded: u64,
 }
 
 impl Counts {
-    fn fields(&self) -> [(&'static str, u64); 8] {
+    /// Every count, in the order of the `DONE` record: a version 1.0 file has the first eight.
+    fn fields(&self) -> [(&'static str, u64); 11] {
         [
             ("strings", self.strings),
             ("types", self.types),
@@ -184,6 +199,9 @@ impl Counts {
             ("nodes", self.nodes),
             ("edges", self.edges),
             ("roots", self.roots),
+            ("PYBT records", self.python_batches),
+            ("PYTY records", self.python_types),
+            ("PYEX records", self.python_excluded),
         ]
     }
 }

@@ -11,8 +11,9 @@ use crate::{
 };
 
 use crate::parse::{Fail, In, Res, fail, failure};
+use crate::python::{self, Batch, TypeTraits};
 
-fn uvarint(i: In<'_>) -> Res<'_, u64> {
+pub(crate) fn uvarint(i: In<'_>) -> Res<'_, u64> {
     match varint::get_u(i) {
         Ok((value, n)) => Ok((&i[n..], value)),
         Err(VarintError::Truncated) => fail(i, "expected a varint, found the end of the record"),
@@ -116,6 +117,12 @@ pub struct Snapshot<'a> {
     allocations: Vec<Allocation>,
     node_chunks: Vec<In<'a>>,
     edge_chunks: Vec<In<'a>>,
+    /// Version 1.1's address-keyed records.
+    python: python::Records<'a>,
+    /// Where the first chunk holding `NODE`, `EDGE` or `ROOT` records is, and the first holding
+    /// address-keyed ones: a file may hold one kind or the other.
+    first_graph_chunk: Option<u64>,
+    first_python_chunk: Option<u64>,
     counts: Counts,
     done_offset: u64,
     checksum: u64,
@@ -215,6 +222,9 @@ impl<'a> Snapshot<'a> {
             allocations: Vec::new(),
             node_chunks: Vec::new(),
             edge_chunks: Vec::new(),
+            python: python::Records::default(),
+            first_graph_chunk: None,
+            first_python_chunk: None,
             counts: Counts::default(),
             done_offset: 0,
             checksum: 0xcbf2_9ce4_8422_2325,
@@ -259,7 +269,7 @@ impl<'a> Snapshot<'a> {
             self.checksum = (self.checksum ^ payload.len() as u64).wrapping_mul(0x0100_0000_01b3);
             if tag == tag::DONE {
                 self.done_offset = self.offset_of(rest);
-                self.counts = done(payload)?.1;
+                self.counts = done(payload, self.version.1)?.1;
                 if !after.is_empty() {
                     return Err(failure(after, format!("{} bytes after the DONE chunk", after.len())));
                 }
@@ -271,6 +281,7 @@ impl<'a> Snapshot<'a> {
     }
 
     fn read_chunk(&mut self, tag: Tag, payload: In<'a>, pending: &mut Pending) -> Result<(), nom::Err<Fail<'a>>> {
+        self.check_record_kinds(tag, payload)?;
         let mut i = payload;
         macro_rules! each_record {
             ($body:expr) => {
@@ -354,27 +365,80 @@ impl<'a> Snapshot<'a> {
             }),
             tag::NODE => self.node_chunks.push(payload),
             tag::EDGE => self.edge_chunks.push(payload),
+            tag::PYBT => each_record!(|i, _| {
+                let (i, batch) = python::batch(i, self.data)?;
+                self.python.batches.push(batch);
+                Ok((i, ()))
+            }),
+            tag::PYTY => each_record!(|i, at| {
+                let (i, traits) = python::type_traits(i)?;
+                self.python.types.push(traits);
+                self.python.type_offsets.push(at);
+                Ok((i, ()))
+            }),
+            tag::PYEX => each_record!(|i, _| {
+                let (i, address) = uvarint(i)?;
+                self.python.excluded.push(address);
+                Ok((i, ()))
+            }),
             _ if tag[0].is_ascii_lowercase() => {}
             _ => {
-                let at = &payload[..0];
-                let start = self.offset_of(at) - 8;
                 let name = String::from_utf8_lossy(&tag);
                 let what = format!("unknown critical chunk {name}: written by a newer heapsnap?");
-                return Err(failure(&self.data[start as usize..], what));
+                return Err(failure(self.chunk_start(payload), what));
             }
+        }
+        Ok(())
+    }
+
+    /// The chunk whose payload is `payload`, from its tag.
+    fn chunk_start(&self, payload: In<'a>) -> In<'a> {
+        &self.data[self.offset_of(payload) as usize - 8..]
+    }
+
+    /// Address-keyed records only in a version 1.1 file, and never beside `NODE`, `EDGE` or
+    /// `ROOT` records.
+    fn check_record_kinds(&mut self, tag: Tag, payload: In<'a>) -> Result<(), nom::Err<Fail<'a>>> {
+        let python = matches!(tag, tag::PYBT | tag::PYTY | tag::PYEX);
+        let graph = matches!(tag, tag::NODE | tag::EDGE | tag::ROOT);
+        let name = String::from_utf8_lossy(&tag);
+        if python && self.version.1 < 1 {
+            let what = format!("chunk {name} in a version 1.{} file: address-keyed records need 1.1", self.version.1);
+            return Err(failure(self.chunk_start(payload), what));
+        }
+        if payload.is_empty() || !(python || graph) {
+            return Ok(());
+        }
+        let start = self.offset_of(payload) - 8;
+        let (this, other) = if python {
+            (&mut self.first_python_chunk, self.first_graph_chunk)
+        } else {
+            (&mut self.first_graph_chunk, self.first_python_chunk)
+        };
+        this.get_or_insert(start);
+        if let Some(other) = other {
+            let what = format!(
+                "chunk {name}: a file holds NODE, EDGE and ROOT records or address-keyed ones (PYBT, PYTY, \
+                 PYEX), not both (the other kind starts at byte {other})"
+            );
+            return Err(failure(self.chunk_start(payload), what));
         }
         Ok(())
     }
 
     fn check_references(&self, pending: &Pending) -> Result<(), FormatError> {
         let c = &self.counts;
-        let checks: [(&str, u64, u64); 6] = [
+        let py = &self.python;
+        let checks: [(&str, u64, u64); 9] = [
             ("strings", self.strings.len() as u64 - 1, c.strings),
             ("types", self.types.len() as u64, c.types),
             ("modules", self.modules.len() as u64, c.modules),
             ("frames", self.frames.len() as u64, c.frames),
             ("stacks", self.stacks.len() as u64 - 1, c.stacks),
             ("roots", self.roots.len() as u64, c.roots),
+            ("PYBT records", py.batches.len() as u64, c.python_batches),
+            ("PYTY records", py.types.len() as u64, c.python_types),
+            ("PYEX records", py.excluded.len() as u64, c.python_excluded),
         ];
         for (what, found, expected) in checks {
             if found != expected {
@@ -412,7 +476,8 @@ impl<'a> Snapshot<'a> {
         bound(&pending.frame_modules, self.modules.len(), "module id")?;
         bound(&pending.stack_frames, self.frames.len(), "frame id")?;
         bound(&pending.root_nodes, c.nodes as usize, "root node index")?;
-        bound(&pending.allocation_nodes, c.nodes as usize, "aloc node index")
+        bound(&pending.allocation_nodes, c.nodes as usize, "aloc node index")?;
+        self.python.check_references(self.types.len(), self.strings.len())
     }
 
     pub fn version(&self) -> (u16, u16) {
@@ -436,6 +501,11 @@ impl<'a> Snapshot<'a> {
 
     pub fn type_count(&self) -> usize {
         self.types.len()
+    }
+
+    /// The string id of a type's name; 0 for unknown types.
+    pub fn type_name_id(&self, type_id: u32) -> u32 {
+        self.types.get(type_id as usize).copied().unwrap_or(0)
     }
 
     pub fn type_name(&self, type_id: u32) -> &'a [u8] {
@@ -486,6 +556,44 @@ impl<'a> Snapshot<'a> {
 
     pub fn roots(&self) -> &[Root] {
         &self.roots
+    }
+
+    /// Every string in id order, from id 1: the table read once, where [`Snapshot::string`] of
+    /// each id would skip records from the nearest mark.
+    pub fn strings(&self) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.strings.chunks.iter().flat_map(|&chunk| {
+            let mut rest = chunk;
+            std::iter::from_fn(move || {
+                if rest.is_empty() {
+                    return None;
+                }
+                // The parser checked every record, so these decode.
+                let (after, s) = bytes(rest).expect("string records were checked when parsed");
+                rest = after;
+                Some(s)
+            })
+        })
+    }
+
+    /// Whether the file holds address-keyed records (version 1.1, section 3.1 of the
+    /// specification) instead of nodes, edges and roots.
+    pub fn is_address_keyed(&self) -> bool {
+        !self.python.is_empty()
+    }
+
+    /// The `PYBT` records in file order, their framing checked and their ids in range.
+    pub fn python_batches(&self) -> &[Batch<'a>] {
+        &self.python.batches
+    }
+
+    /// The `PYTY` records in file order, at most one per type.
+    pub fn python_types(&self) -> &[TypeTraits] {
+        &self.python.types
+    }
+
+    /// The addresses of the `PYEX` records in file order.
+    pub fn python_excluded(&self) -> &[u64] {
+        &self.python.excluded
     }
 
     /// The counts the `DONE` chunk declares; nodes and edges are confirmed as they are decoded.
@@ -544,14 +652,29 @@ fn header(i: In<'_>) -> Res<'_, ()> {
     Ok((after, ()))
 }
 
-fn done(i: In<'_>) -> Res<'_, Counts> {
-    let mut values = [0u64; 8];
+/// The `DONE` record: eight counts in a version 1.0 file, eleven from version 1.1 on.
+fn done(i: In<'_>, minor: u16) -> Res<'_, Counts> {
+    let mut values = [0u64; 11];
     let mut rest = i;
-    for v in &mut values {
+    let read = if minor == 0 { 8 } else { 11 };
+    for v in &mut values[..read] {
         (rest, *v) = uvarint(rest)?;
     }
-    let [strings, types, modules, frames, stacks, nodes, edges, roots] = values;
-    Ok((rest, Counts { strings, types, modules, frames, stacks, nodes, edges, roots }))
+    let [strings, types, modules, frames, stacks, nodes, edges, roots, batches, python_types, excluded] = values;
+    let counts = Counts {
+        strings,
+        types,
+        modules,
+        frames,
+        stacks,
+        nodes,
+        edges,
+        roots,
+        python_batches: batches,
+        python_types,
+        python_excluded: excluded,
+    };
+    Ok((rest, counts))
 }
 
 fn module(i: In<'_>) -> Res<'_, Module<'_>> {

@@ -8,7 +8,7 @@
 use std::io;
 
 use crate::varint::{self, len_u, put_u, zigzag};
-use crate::{Counts, Edge, EdgeKind, HEADER_LEN, Label, MAGIC, Node, Root, Tag, VERSION, tag};
+use crate::{Counts, Edge, EdgeKind, HEADER_LEN, Label, MAGIC, Node, Root, Tag, tag};
 
 /// Where the bytes go. Implemented for every `io::Write`; an allocator implements it on a raw fd.
 pub trait Sink {
@@ -36,6 +36,8 @@ pub struct Writer<'b, S: Sink> {
     used: usize,
     open: Option<Tag>,
     counts: Counts,
+    /// The minor version in the header: 1 allows address-keyed records and writes their counts.
+    minor: u16,
     previous_identity: u64,
     previous_address: u64,
     previous_from: u32,
@@ -43,17 +45,26 @@ pub struct Writer<'b, S: Sink> {
 }
 
 impl<'b, S: Sink> Writer<'b, S> {
-    /// Writes the file header. `buf` must hold at least [`MIN_BUFFER`] bytes.
-    pub fn new(mut sink: S, buf: &'b mut [u8]) -> io::Result<Writer<'b, S>> {
+    /// Writes the header of a version 1.0 file. `buf` must hold at least [`MIN_BUFFER`] bytes.
+    pub fn new(sink: S, buf: &'b mut [u8]) -> io::Result<Writer<'b, S>> {
+        Writer::with_minor_version(sink, buf, 0)
+    }
+
+    /// Writes the header of a version 1.`minor` file: 0, or 1 for a file of address-keyed
+    /// records ([`Writer::python_batch`] and the two after it).
+    pub fn with_minor_version(mut sink: S, buf: &'b mut [u8], minor: u16) -> io::Result<Writer<'b, S>> {
         if buf.len() < MIN_BUFFER {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "hsnap buffer too small"));
+        }
+        if minor > 1 {
+            return Err(invalid("this writer writes versions 1.0 and 1.1"));
         }
         let limit = buf.len().min(MAX_CHUNK + CHUNK_HEADER);
         let buf = &mut buf[..limit];
         let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(&MAGIC);
-        header[8..10].copy_from_slice(&VERSION.0.to_le_bytes());
-        header[10..12].copy_from_slice(&VERSION.1.to_le_bytes());
+        header[8..10].copy_from_slice(&1u16.to_le_bytes());
+        header[10..12].copy_from_slice(&minor.to_le_bytes());
         sink.put(&header)?;
         Ok(Writer {
             sink,
@@ -61,6 +72,7 @@ impl<'b, S: Sink> Writer<'b, S> {
             used: 0,
             open: None,
             counts: Counts::default(),
+            minor,
             previous_identity: 0,
             previous_address: 0,
             previous_from: 0,
@@ -252,12 +264,52 @@ impl<'b, S: Sink> Writer<'b, S> {
         Ok(())
     }
 
+    /// One `PYBT` record, as [`crate::python::BatchColumns::encode`] makes it (written as it is;
+    /// the reader checks it). Version 1.1 only.
+    pub fn python_batch(&mut self, record: &[u8]) -> io::Result<()> {
+        self.address_keyed()?;
+        self.record(tag::PYBT, record.len(), |w| w.raw(record))?;
+        self.counts.python_batches += 1;
+        Ok(())
+    }
+
+    /// One `PYTY` record: the traits of type `type_id` ([`crate::python::TRAIT_SEQUENCE`], …)
+    /// and its size floor (0 for none). Version 1.1 only.
+    pub fn python_type(&mut self, type_id: u32, traits: u64, size_floor: u64) -> io::Result<()> {
+        self.address_keyed()?;
+        let mut rec = Scratch::new();
+        rec.u(type_id as u64);
+        rec.u(traits);
+        rec.u(size_floor);
+        self.small(tag::PYTY, &rec)?;
+        self.counts.python_types += 1;
+        Ok(())
+    }
+
+    /// One `PYEX` record: an object of the writer's own, left out of the graph. Version 1.1 only.
+    pub fn python_excluded(&mut self, address: u64) -> io::Result<()> {
+        self.address_keyed()?;
+        let mut rec = Scratch::new();
+        rec.u(address);
+        self.small(tag::PYEX, &rec)?;
+        self.counts.python_excluded += 1;
+        Ok(())
+    }
+
+    fn address_keyed(&self) -> io::Result<()> {
+        match self.minor {
+            0 => Err(invalid("address-keyed records need a version 1.1 writer")),
+            _ => Ok(()),
+        }
+    }
+
     /// Writes the `DONE` chunk and returns the sink; the caller flushes it and renames the file.
     pub fn finish(mut self) -> io::Result<S> {
         self.flush()?;
         let mut rec = Scratch::new();
-        for (_, count) in self.counts.fields() {
-            rec.u(count);
+        let fields = if self.minor == 0 { 8 } else { 11 };
+        for (_, count) in &self.counts.fields()[..fields] {
+            rec.u(*count);
         }
         self.small(tag::DONE, &rec)?;
         self.flush()?;
