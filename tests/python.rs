@@ -300,33 +300,49 @@ fn oracle(heap: &PyHeap) -> Resolved {
                 None => continue,
             }
         };
-        let batch = &heap.batches[b];
-        let start: usize = batch.reference_count[..i].iter().map(|&c| c as usize).sum();
-        let count = batch.reference_count[i] as usize;
-        for k in 0..count {
-            let to = batch.targets[start + k];
-            if !addresses.contains(&to) {
-                continue;
-            }
-            let mut label = 0;
-            if let Some(d) = batch.dense_sources.iter().position(|&d| d as usize == i) {
-                let before: usize =
-                    batch.dense_sources[..d].iter().map(|&s| batch.reference_count[s as usize] as usize).sum();
-                label = batch.dense_labels[before + k];
-            }
-            for p in 0..batch.sparse_source.len() {
-                if batch.sparse_source[p] as usize == i && batch.sparse_index[p] as usize == k {
-                    label = batch.sparse_label[p];
+        // Kind-2 records of the address add their references; the node then has no indexes.
+        let more: Vec<(usize, usize)> = heap
+            .batches
+            .iter()
+            .enumerate()
+            .filter(|(_, batch)| batch.kind == 2)
+            .flat_map(|(b, batch)| {
+                batch.source_address.iter().enumerate().filter(move |&(_, &s)| s == a).map(move |(i, _)| (b, i))
+            })
+            .collect();
+        let (t, _) = traits(g.type_id);
+        let indexes = t & TRAIT_SEQUENCE != 0 && more.is_empty();
+        for (b, i) in std::iter::once((b, i)).chain(more) {
+            let batch = &heap.batches[b];
+            let start: usize = batch.reference_count[..i].iter().map(|&c| c as usize).sum();
+            let count = batch.reference_count[i] as usize;
+            for k in 0..count {
+                let to = batch.targets[start + k];
+                if !addresses.contains(&to) {
+                    continue;
                 }
+                let mut label = 0;
+                if let Some(d) = batch.dense_sources.iter().position(|&d| d as usize == i) {
+                    let before: usize =
+                        batch.dense_sources[..d].iter().map(|&s| batch.reference_count[s as usize] as usize).sum();
+                    let named = batch.dense_targets.get(before + k).copied().unwrap_or(to);
+                    if named == to {
+                        label = batch.dense_labels[before + k];
+                    }
+                }
+                for p in 0..batch.sparse_source.len() {
+                    if batch.sparse_source[p] as usize == i && batch.sparse_index[p] as usize == k {
+                        label = batch.sparse_label[p];
+                    }
+                }
+                let label = match label {
+                    0 if !indexes => Label::None,
+                    0 if t & TRAIT_REVERSED != 0 => Label::Index((count - 1 - k) as u64),
+                    0 => Label::Index(k as u64),
+                    s => Label::Name(s),
+                };
+                edges.push((a, to, label));
             }
-            let (t, _) = traits(g.type_id);
-            let label = match label {
-                0 if t & TRAIT_SEQUENCE == 0 => Label::None,
-                0 if t & TRAIT_REVERSED != 0 => Label::Index((count - 1 - k) as u64),
-                0 => Label::Index(k as u64),
-                s => Label::Name(s),
-            };
-            edges.push((a, to, label));
         }
     }
     // Roots: true count above the inside references, frozen, or immortal.
@@ -360,9 +376,16 @@ fn random_heap(rng: &mut Pcg64Mcg) -> PyHeap {
     let pool: Vec<u64> = (0..rng.random_range(4..40)).map(|k| 0x10_0000 + 16 * k).collect();
     let mut unused_sources: Vec<u64> = pool.clone();
     let mut leaves_so_far: Vec<u64> = Vec::new();
+    let mut supplied: Vec<u64> = Vec::new(); // addresses of kind-0 and kind-1 sources so far
     let mut heap = PyHeap::default();
     for _ in 0..rng.random_range(1..6) {
-        let kind = if leaves_so_far.is_empty() || rng.random_bool(0.6) { 0 } else { 1 };
+        let kind = match rng.random_range(0..10) {
+            _ if leaves_so_far.is_empty() && supplied.is_empty() => 0,
+            0..6 => 0,
+            6..9 if !leaves_so_far.is_empty() => 1,
+            _ if !supplied.is_empty() => 2,
+            _ => 0,
+        };
         let mut b = BatchColumns {
             kind,
             source_bias: rng.random_range(0..3),
@@ -376,9 +399,14 @@ fn random_heap(rng: &mut Pcg64Mcg) -> PyHeap {
                     break;
                 }
                 unused_sources.swap_remove(rng.random_range(0..unused_sources.len()))
-            } else {
+            } else if kind == 1 {
                 leaves_so_far[rng.random_range(0..leaves_so_far.len())]
+            } else {
+                supplied[rng.random_range(0..supplied.len())]
             };
+            if kind < 2 {
+                supplied.push(address);
+            }
             let refs = rng.random_range(0..6);
             let targets: Vec<u64> = (0..refs)
                 .map(|_| if rng.random_bool(0.9) { pool[rng.random_range(0..pool.len())] } else { 0xdead_0000 })
@@ -394,6 +422,17 @@ fn random_heap(rng: &mut Pcg64Mcg) -> PyHeap {
                 b.push_sparse(i as u32, rng.random_range(0..refs as u32), rng.random_range(0..7));
             }
         }
+        if !b.dense_labels.is_empty() && rng.random_bool(0.5) {
+            // Some dense labels name another object than their reference's: they do not apply.
+            let mut named = BatchColumns { dense_targets: Vec::new(), ..b.clone() };
+            named.dense_targets = dense_targets(&b);
+            for t in &mut named.dense_targets {
+                if rng.random_bool(0.3) {
+                    *t = pool[rng.random_range(0..pool.len())];
+                }
+            }
+            b.dense_targets = named.dense_targets;
+        }
         for _ in 0..rng.random_range(0..5) {
             let address = pool[rng.random_range(0..pool.len())];
             let refcount = if rng.random_bool(0.05) { IMMORTAL } else { rng.random_range(0..10) };
@@ -407,11 +446,30 @@ fn random_heap(rng: &mut Pcg64Mcg) -> PyHeap {
     heap
 }
 
+/// The targets of a batch's dense sources' references, in order.
+fn dense_targets(b: &BatchColumns) -> Vec<u64> {
+    let mut starts = vec![0usize];
+    for &c in &b.reference_count {
+        starts.push(starts.last().unwrap() + c as usize);
+    }
+    b.dense_sources.iter().flat_map(|&s| &b.targets[starts[s as usize]..starts[s as usize + 1]]).copied().collect()
+}
+
+/// The batch of the record that gives the edges of the node at `a` (spec: "Resolving").
+fn supplier_batch(heap: &PyHeap, a: u64) -> Option<usize> {
+    let of_kind = |k: u8| heap.batches.iter().position(|b| b.kind == k && b.source_address.contains(&a));
+    match of_kind(0) {
+        Some(b) => Some(b),
+        None if heap.batches.iter().any(|b| b.leaf_address.contains(&a)) => of_kind(1),
+        None => None,
+    }
+}
+
 #[test]
 fn random_heaps_resolve_as_the_oracle_says() {
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Pcg64Mcg::seed_from_u64(7);
-    let (mut resolved, mut roots, mut rejected) = (0, 0, 0);
+    let (mut resolved, mut roots, mut rejected, mut continued) = (0, 0, 0, 0);
     for round in 0..400 {
         let heap = random_heap(&mut rng);
         let input = heap.write(&dir.path().join(format!("r{round}.hsnap")));
@@ -424,13 +482,26 @@ fn random_heaps_resolve_as_the_oracle_says() {
                     .iter()
                     .any(|a| !heap.excluded.contains(a) && heap.batches.iter().all(|o| !o.leaf_address.contains(a)))
         });
+        // A kind-2 record before the record giving its node's edges, or with none, is an error.
+        let kind2_continues_nothing = heap.batches.iter().enumerate().any(|(b2, b)| {
+            b.kind == 2
+                && b.source_address
+                    .iter()
+                    .any(|&a| !heap.excluded.contains(&a) && supplier_batch(&heap, a).is_none_or(|s| s >= b2))
+        });
         match python::convert(&input, &output, &Progress::hidden()) {
             Err(e) => {
-                assert!(kind1_without_leaf, "round {round}: {e}");
-                rejected += 1;
+                assert!(kind1_without_leaf || kind2_continues_nothing, "round {round}: {e}");
+                if kind1_without_leaf {
+                    rejected += 1;
+                } else {
+                    assert!(e.to_string().contains("kind-2 source"), "round {round}: {e}");
+                }
             }
             Ok(_) => {
                 assert!(!kind1_without_leaf, "round {round}: accepted a kind-1 record of no leaf");
+                assert!(!kind2_continues_nothing, "round {round}: accepted a kind-2 record that continues nothing");
+                continued += heap.batches.iter().any(|b| b.kind == 2) as usize;
                 let got = Resolved::read(&output);
                 assert_eq!(got, oracle(&heap), "round {round}");
                 resolved += 1;
@@ -440,6 +511,7 @@ fn random_heaps_resolve_as_the_oracle_says() {
     }
     assert!(resolved > 300 && roots > 300, "the rounds exercise the rules: {resolved} resolved, {roots} roots");
     assert_eq!(rejected, 0, "the generator gives kind-1 records only for leaves");
+    assert!(continued > 50, "the rounds exercise kind-2 records: {continued} resolved with them");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -507,7 +579,8 @@ mod at {
     pub const COUNTS: usize = TYPES + 8 + 8 + 8;
     pub const DENSE_SOURCES: usize = COUNTS + 8 + 24;
     pub const DENSE_LABELS: usize = DENSE_SOURCES + 4;
-    pub const SPARSE_SOURCE: usize = DENSE_LABELS + 8;
+    pub const DENSE_TARGETS: usize = DENSE_LABELS + 8;
+    pub const SPARSE_SOURCE: usize = DENSE_TARGETS + 16;
     pub const SPARSE_INDEX: usize = SPARSE_SOURCE + 4;
     pub const LEAF_TYPE: usize = SPARSE_INDEX + 8 + 8;
     pub const END: usize = LEAF_TYPE + 4 + 4 + 4 + 1;
@@ -588,6 +661,19 @@ fn records_that_contradict_each_other_are_errors_at_the_record() {
     heap.excluded.push(0x200);
     let (_, got) = convert(&heap.write(&dir.path().join("excluded.hsnap")));
     assert_eq!(got.nodes.keys().copied().collect::<Vec<_>>(), [0x100, 0x300]);
+    // A kind-2 record of an address no kind-0 or kind-1 record gives, and one that comes before
+    // the kind-0 source it would continue.
+    for (address, before) in [(0x500u64, false), (0x200, true)] {
+        let mut heap = small();
+        let mut b = BatchColumns { kind: 2, ..BatchColumns::default() };
+        b.push_source(address, 0, 0, 0, &[0x100]);
+        heap.batches.insert(if before { 0 } else { 1 }, b);
+        let bytes = heap.bytes();
+        let record = payload_of(&bytes, b"PYBT") + if before { 0 } else { at::END };
+        let err = rejected(dir.path(), &bytes);
+        assert_eq!(err.offset, (record + 9) as u64, "{err}");
+        assert!(err.what.contains(&format!("kind-2 source {address:#x}: expected the address of a source")), "{err}");
+    }
 }
 
 #[test]

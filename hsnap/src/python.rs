@@ -25,6 +25,8 @@ pub enum BatchKind {
     Objects,
     /// Kind 1: objects given as leaves of earlier batches; the record gives their references only.
     References,
+    /// Kind 2: sources of earlier records; the record gives more of their references.
+    Continuation,
 }
 
 /// Leaf flag bit 0: a frozen object (`gc.freeze()`).
@@ -105,6 +107,9 @@ pub struct Batch<'a> {
     pub dense_sources: Column<'a>,
     /// A string id per reference of the dense sources, in order; 0 for none.
     pub dense_labels: Column<'a>,
+    /// Per dense label, the address of the object it names the reference to: it applies only when
+    /// the reference is to that address.
+    pub dense_targets: Column<'a>,
     pub sparse_source: Column<'a>,
     pub sparse_index: Column<'a>,
     pub sparse_label: Column<'a>,
@@ -225,7 +230,8 @@ pub(crate) fn batch<'a>(i: In<'a>, file: &'a [u8]) -> Res<'a, Batch<'a>> {
     let kind = match kind {
         0 => BatchKind::Objects,
         1 => BatchKind::References,
-        _ => return fail(start, format!("unknown PYBT kind {kind} (expected 0 or 1)")),
+        2 => BatchKind::Continuation,
+        _ => return fail(start, format!("unknown PYBT kind {kind} (expected 0, 1 or 2)")),
     };
     let (rest, widths) = one_byte(i)?;
     if widths & !3 != 0 {
@@ -268,6 +274,7 @@ pub(crate) fn batch<'a>(i: In<'a>, file: &'a [u8]) -> Res<'a, Batch<'a>> {
         labels += reference_count.get(position as usize);
     }
     let dense_labels = col(labels, 4, "dense labels")?;
+    let dense_targets = col(labels, 8, "dense targets")?;
     let sparse_source = col(sparse, 4, "sparse source positions")?;
     let sparse_index = col(sparse, 4, "sparse reference indices")?;
     let sparse_label = col(sparse, 4, "sparse labels")?;
@@ -300,6 +307,7 @@ pub(crate) fn batch<'a>(i: In<'a>, file: &'a [u8]) -> Res<'a, Batch<'a>> {
         targets,
         dense_sources,
         dense_labels,
+        dense_targets,
         sparse_source,
         sparse_index,
         sparse_label,
@@ -353,6 +361,8 @@ pub struct BatchColumns {
     pub targets: Vec<u64>,
     pub dense_sources: Vec<u32>,
     pub dense_labels: Vec<u32>,
+    /// Left empty, each dense label names the target it lies beside.
+    pub dense_targets: Vec<u64>,
     pub sparse_source: Vec<u32>,
     pub sparse_index: Vec<u32>,
     pub sparse_label: Vec<u32>,
@@ -387,6 +397,18 @@ impl BatchColumns {
         self.leaf_size.push(size);
         self.leaf_refcount.push(refcount);
         self.leaf_flags.push(flags);
+    }
+
+    /// The targets of the dense sources' references, in order: the dense targets that make every
+    /// dense label apply.
+    fn dense_sources_targets(&self) -> Vec<u64> {
+        let mut starts = vec![0usize];
+        for &count in &self.reference_count {
+            starts.push(starts.last().expect("one start") + count as usize);
+        }
+        let span = |s: u32| starts.get(s as usize).zip(starts.get(s as usize + 1));
+        let targets = self.dense_sources.iter().filter_map(|&s| span(s)).flat_map(|(&a, &b)| &self.targets[a..b]);
+        targets.copied().take(self.dense_labels.len()).collect()
     }
 
     /// Sets the width bits to what the sizes and refcounts need.
@@ -436,6 +458,11 @@ impl BatchColumns {
         u64s(out, &self.targets);
         u32s(out, &self.dense_sources);
         u32s(out, &self.dense_labels);
+        if self.dense_targets.is_empty() {
+            u64s(out, &self.dense_sources_targets());
+        } else {
+            u64s(out, &self.dense_targets);
+        }
         u32s(out, &self.sparse_source);
         u32s(out, &self.sparse_index);
         u32s(out, &self.sparse_label);

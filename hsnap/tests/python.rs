@@ -35,6 +35,13 @@ fn references() -> BatchColumns {
     b
 }
 
+/// A kind-2 batch: more references of 0x200.
+fn continuation() -> BatchColumns {
+    let mut b = BatchColumns { kind: 2, ..BatchColumns::default() };
+    b.push_source(0x200, 0, 0, 0, &[0x100, 0x300]);
+    b
+}
+
 fn file(batches: &[BatchColumns]) -> Vec<u8> {
     let mut buf = vec![0u8; 4096];
     let mut w = Writer::with_minor_version(Vec::new(), &mut buf, 1).unwrap();
@@ -90,17 +97,17 @@ fn payload_of(bytes: &[u8], tag: &[u8; 4]) -> usize {
 
 #[test]
 fn batches_types_and_exclusions_read_back() {
-    let bytes = file(&[objects(), references()]);
+    let bytes = file(&[objects(), references(), continuation()]);
     assert_eq!(u16::from_le_bytes([bytes[10], bytes[11]]), 1, "minor version 1");
     let snap = Snapshot::parse(&bytes).unwrap();
     assert!(snap.is_address_keyed());
     assert_eq!(snap.version(), (1, 1));
     let c = snap.counts();
-    assert_eq!((c.python_batches, c.python_types, c.python_excluded, c.nodes), (2, 1, 1, 0));
+    assert_eq!((c.python_batches, c.python_types, c.python_excluded, c.nodes), (3, 1, 1, 0));
     assert_eq!(snap.nodes().count(), 0);
 
-    let [b0, b1] = snap.python_batches() else { panic!("two batches") };
-    assert_eq!((b0.kind, b1.kind), (BatchKind::Objects, BatchKind::References));
+    let [b0, b1, b2] = snap.python_batches() else { panic!("three batches") };
+    assert_eq!((b0.kind, b1.kind, b2.kind), (BatchKind::Objects, BatchKind::References, BatchKind::Continuation));
     assert_eq!((b0.source_bias, b0.leaf_bias), (2, 1));
     let all = |c: &hsnap::python::Column<'_>| c.iter().collect::<Vec<_>>();
     assert_eq!(all(&b0.source_address), [0x100, 0x200]);
@@ -110,6 +117,7 @@ fn batches_types_and_exclusions_read_back() {
     assert_eq!(all(&b0.reference_count), [2, 2]);
     assert_eq!(all(&b0.targets), [0x200, 0x300, 0x300, 0x300]);
     assert_eq!((all(&b0.dense_sources), all(&b0.dense_labels)), (vec![0], vec![3, 0]));
+    assert_eq!(all(&b0.dense_targets), [0x200, 0x300], "by default, the targets the labels lie beside");
     assert_eq!((all(&b0.sparse_source), all(&b0.sparse_index), all(&b0.sparse_label)), (vec![1], vec![1], vec![3]));
     assert_eq!((all(&b0.leaf_address), all(&b0.leaf_type), all(&b0.leaf_size)), (vec![0x300], vec![0], vec![28]));
     assert_eq!((all(&b0.leaf_refcount), all(&b0.leaf_flags)), (vec![1 << 40], vec![1]));
@@ -120,6 +128,8 @@ fn batches_types_and_exclusions_read_back() {
     assert_eq!(u64::from_le_bytes(bytes[record as usize + 17..][..8].try_into().unwrap()), 0x200);
     assert!(b1.source_type.is_empty() && b1.source_refcount.is_empty());
     assert_eq!((all(&b1.source_address), all(&b1.targets)), (vec![0x300], vec![0x100]));
+    assert!(b2.source_type.is_empty() && b2.source_size.is_empty());
+    assert_eq!((all(&b2.source_address), all(&b2.targets)), (vec![0x200], vec![0x100, 0x300]));
 
     let [t] = snap.python_types() else { panic!("one PYTY record") };
     assert_eq!((t.type_id, t.size_floor, t.is_sequence(), t.is_reversed()), (1, 40, true, true));
@@ -202,7 +212,8 @@ mod at {
     pub const TARGETS: usize = REFERENCE_COUNTS + 8;
     pub const DENSE_SOURCES: usize = TARGETS + 32;
     pub const DENSE_LABELS: usize = DENSE_SOURCES + 4;
-    pub const SPARSE_SOURCE: usize = DENSE_LABELS + 8;
+    pub const DENSE_TARGETS: usize = DENSE_LABELS + 8;
+    pub const SPARSE_SOURCE: usize = DENSE_TARGETS + 16;
     pub const SPARSE_INDEX: usize = SPARSE_SOURCE + 4;
     pub const SPARSE_LABEL: usize = SPARSE_INDEX + 4;
     pub const LEAF_TYPE: usize = SPARSE_LABEL + 4 + 8;
@@ -221,7 +232,7 @@ fn damaged_batches_are_reported_where_the_damage_is() {
     assert_eq!(record.len(), at::END);
 
     let cases: Vec<(Vec<u8>, usize, &str)> = vec![
-        (edited(|b, r| b[r] = 2), 0, "unknown PYBT kind 2"),
+        (edited(|b, r| b[r] = 3), 0, "unknown PYBT kind 3"),
         (edited(|b, r| b[r + at::WIDTHS] |= 4), at::WIDTHS, "width bits 0x06"),
         (edited(|b, r| put_u32(b, r + at::REFERENCE_COUNTS, 3)), at::REFERENCE_COUNTS, "sum to 5"),
         (edited(|b, r| put_u32(b, r + at::DENSE_SOURCES, 2)), at::DENSE_SOURCES, "dense source position 2"),

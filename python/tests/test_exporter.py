@@ -339,14 +339,14 @@ def resolve(s):
             traits = s.pyty.get(s.type[f], (0, 0))[0]
             if traits & 1 and a not in continued:
                 labels = [(1, n - 1 - i if traits & 2 else i) for i in range(n)]
-            for i, lab in sparse.get(x, ()):
-                labels[i] = (0, lab)
             if x in dense_from:
                 skip = dense_from[x]
                 for i, (lab, to) in enumerate(zip(b.dense[skip:skip + n],
                                                   b.dense_targets[skip:skip + n])):
                     if lab and to == refs[i]:
                         labels[i] = (0, lab)
+            for i, lab in sparse.get(x, ()):
+                labels[i] = (0, lab)
             for r, lab in zip(refs, labels):
                 if r in index:
                     s.edges.append((f, index[r], 0, lab))

@@ -137,6 +137,8 @@ enum Class {
     Leaf = 1,
     /// A kind-1 source: a leaf's references.
     References = 2,
+    /// A kind-2 source: more references of a source of an earlier record.
+    Continuation = 3,
 }
 
 impl Record {
@@ -151,7 +153,8 @@ impl Record {
         match self.0 >> 62 {
             0 => Class::Source,
             1 => Class::Leaf,
-            _ => Class::References,
+            2 => Class::References,
+            _ => Class::Continuation,
         }
     }
 
@@ -172,6 +175,9 @@ struct Nodes {
     record: Vec<Record>,
     /// The source (a global source number) whose references are the node's edges, or [`NONE`].
     supplier: Vec<u32>,
+    /// (node, source) for each kind-2 source, by node and then in file order: more of the node's
+    /// edges, after its supplier's.
+    continued: Vec<(u32, u32)>,
 }
 
 /// Where each batch's sources and targets start in the numbering of all of them, in file order.
@@ -440,6 +446,8 @@ impl<'s, 'a> Resolved<'s, 'a> {
         if let Some(builder) = builder.as_deref_mut() {
             builder.start_edges(self.layout.total_targets());
         }
+        let continued = &self.nodes.continued;
+        let mut next_continued = 0;
         // Where each node's targets are, a chunk of nodes at a time, as the records are read.
         let mut spans = Vec::with_capacity(GATHER);
         for (v, (&supplier, &traits)) in self.nodes.supplier.iter().zip(traits).enumerate() {
@@ -460,23 +468,20 @@ impl<'s, 'a> Resolved<'s, 'a> {
             if supplier == NONE {
                 continue;
             }
-            let (sequence, reversed) = (traits & SEQUENCE != 0, traits & REVERSED != 0);
             let (first, end) = spans[v % GATHER];
-            let (first, end) = (first as usize, end as usize);
-            let count = (end - first) as u64;
             let start = records.edges.len();
-            let targets = self.targets.node[first..end].iter().zip(&self.target_label[first..end]);
-            for (i, (&to, &label)) in targets.enumerate() {
-                if to == NONE {
-                    continue;
-                }
-                let label = match label {
-                    0 if sequence && reversed => Label::Index(count - 1 - i as u64),
-                    0 if sequence => Label::Index(i as u64),
-                    0 => Label::None,
-                    name => Label::Name(name),
-                };
-                records.edges.push(Edge { to, kind: EdgeKind::Strong, label });
+            let more_from = next_continued;
+            while continued.get(next_continued).is_some_and(|&(node, _)| node == v as u32) {
+                next_continued += 1;
+            }
+            let more = &continued[more_from..next_continued];
+            // A source over several records gets no element indexes (spec: "Resolving").
+            let index_order = (traits & SEQUENCE != 0 && more.is_empty()).then_some(traits & REVERSED != 0);
+            self.push_edges(records, first as usize..end as usize, index_order);
+            for &(_, source) in more {
+                let s = source as usize;
+                let range = self.layout.source_targets[s] as usize..self.layout.source_targets[s + 1] as usize;
+                self.push_edges(records, range, None);
             }
             let made = records.edges.len() - start;
             if made > 0 {
@@ -494,6 +499,27 @@ impl<'s, 'a> Resolved<'s, 'a> {
             }
         }
         hand_over(records, true);
+    }
+}
+
+impl Resolved<'_, '_> {
+    /// The edges to the nodes of the targets in `range` (dropped ones left out), labelled by their
+    /// names, or when `index_order` is `Some(reversed)` unnamed ones by their element index.
+    fn push_edges(&self, records: &mut Records, range: std::ops::Range<usize>, index_order: Option<bool>) {
+        let count = range.len() as u64;
+        let targets = self.targets.node[range.clone()].iter().zip(&self.target_label[range]);
+        for (i, (&to, &label)) in targets.enumerate() {
+            if to == NONE {
+                continue;
+            }
+            let label = match (label, index_order) {
+                (0, Some(true)) => Label::Index(count - 1 - i as u64),
+                (0, Some(false)) => Label::Index(i as u64),
+                (0, None) => Label::None,
+                (name, _) => Label::Name(name),
+            };
+            records.edges.push(Edge { to, kind: EdgeKind::Strong, label });
+        }
     }
 }
 
@@ -537,6 +563,7 @@ fn number_nodes(batches: &[Batch<'_>], layout: &Layout, excluded: &[u64]) -> Res
         let references = run.iter().map(|&(_, r)| r).find(|r| r.class() == Class::References);
         let supplier = match first.class() {
             Class::References => return Err(no_leaf(batches, first)),
+            Class::Continuation => return Err(continues_nothing(batches, first)),
             Class::Source => {
                 if let Some(&(_, second)) = run.get(1).filter(|(_, r)| r.class() == Class::Source) {
                     let what = format!(
@@ -553,6 +580,13 @@ fn number_nodes(batches: &[Batch<'_>], layout: &Layout, excluded: &[u64]) -> Res
             }
             Class::Leaf => references.map_or(NONE, source),
         };
+        let supplied_by = if first.class() == Class::Source { Some(first) } else { references };
+        for &(_, r) in run.iter().filter(|(_, r)| r.class() == Class::Continuation) {
+            match supplied_by {
+                Some(s) if s.batch() < r.batch() => nodes.continued.push((nodes.address.len() as u32, source(r))),
+                _ => return Err(continues_nothing(batches, r)),
+            }
+        }
         nodes.address.push(address);
         nodes.record.push(first);
         nodes.supplier.push(supplier);
@@ -560,9 +594,9 @@ fn number_nodes(batches: &[Batch<'_>], layout: &Layout, excluded: &[u64]) -> Res
     Ok(nodes)
 }
 
-/// (address, record) for every kind-0 source, every leaf and every kind-1 source, stably sorted
-/// by address from the order of the rules: kind-0 sources, then leaves, then kind-1 sources,
-/// each in file order.
+/// (address, record) for every kind-0 source, every leaf and every kind-1 and kind-2 source,
+/// stably sorted by address from the order of the rules: kind-0 sources, then leaves, then kind-1
+/// sources, then kind-2 sources, each in file order.
 fn records_by_address(batches: &[Batch<'_>]) -> Result<Vec<(u64, Record)>, FormatError> {
     let total: usize = batches.iter().map(|b| b.sources() + b.leaves()).sum();
     let nodes: usize = batches.iter().map(|b| b.leaves() + b.sources() * (b.kind == BatchKind::Objects) as usize).sum();
@@ -575,6 +609,7 @@ fn records_by_address(batches: &[Batch<'_>]) -> Result<Vec<(u64, Record)>, Forma
         (Class::Source, BatchKind::Objects),
         (Class::Leaf, BatchKind::Objects),
         (Class::References, BatchKind::References),
+        (Class::Continuation, BatchKind::Continuation),
     ];
     for (class, kind) in classes {
         for (b, batch) in batches.iter().enumerate() {
@@ -597,6 +632,15 @@ fn address_offset(batches: &[Batch<'_>], r: Record) -> u64 {
         Class::Leaf => batch.leaf_address.offset_of(r.position()),
         _ => batch.source_address.offset_of(r.position()),
     }
+}
+
+fn continues_nothing(batches: &[Batch<'_>], r: Record) -> FormatError {
+    let address = batches[r.batch()].source_address.get(r.position());
+    let what = format!(
+        "kind-2 source {address:#x}: expected the address of a source whose references an earlier record of \
+         kind 0 or 1 gives"
+    );
+    FormatError::new(address_offset(batches, r), what)
 }
 
 fn no_leaf(batches: &[Batch<'_>], r: Record) -> FormatError {
@@ -637,6 +681,9 @@ fn resolve_targets(batches: &[Batch<'_>], layout: &Layout, nodes: &Nodes) -> Tar
             let from_source = record.class() == Class::Source;
             uses[supplier as usize] = if from_source { FROM_SOURCE_NODE } else { FROM_LEAF_NODE };
         }
+    }
+    for &(v, source) in &nodes.continued {
+        uses[source as usize] = uses[nodes.supplier[v as usize] as usize];
     }
     // (address, position, use of its source): 16 bytes, as (address, position) would be.
     let mut pairs: Vec<(u64, u32, u8)> = Vec::with_capacity(total);
@@ -702,12 +749,15 @@ fn lay_out_labels(batches: &[Batch<'_>], layout: &Layout) -> Vec<u32> {
             sum += count as u32;
             starts.push(sum);
         }
-        // The reader checked that the dense labels are exactly the dense sources' references.
-        let mut dense = batch.dense_labels.iter();
+        // The reader checked that the dense labels are exactly the dense sources' references. A
+        // label applies where its reference is to the object it names.
+        let mut dense = batch.dense_labels.iter().zip(batch.dense_targets.iter());
         for source in batch.dense_sources.iter() {
             let span = starts[source as usize] as usize..starts[source as usize + 1] as usize;
-            for (slot, label) in labels[base + span.start..base + span.end].iter_mut().zip(&mut dense) {
-                *slot = label as u32;
+            for (k, (label, named)) in span.clone().zip(&mut dense) {
+                if batch.targets.get(k) == named {
+                    labels[base + k] = label as u32;
+                }
             }
         }
         let sparse = batch.sparse_source.iter().zip(batch.sparse_index.iter()).zip(batch.sparse_label.iter());
