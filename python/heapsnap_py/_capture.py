@@ -403,12 +403,11 @@ class _Types:
 
     def of(self, objs):
         """array("I") of the type ids of `objs`."""
-        keys = array("Q", map(id, map(type, objs)))
         try:
-            return array("I", map(self.ids.__getitem__, keys))
+            return array("I", map(self.ids.__getitem__, map(id, map(type, objs))))
         except KeyError:
             self._register(list(map(type, objs)))
-            return array("I", map(self.ids.__getitem__, keys))
+            return array("I", map(self.ids.__getitem__, map(id, map(type, objs))))
 
     def kinds(self, tids):
         """bytes: the KIND_* bits of each type id of `tids`."""
