@@ -48,7 +48,7 @@ import time
 from array import array
 from collections import deque
 from itertools import accumulate, chain, compress, count, filterfalse, repeat
-from operator import and_, eq, ge, gt, is_, mul, not_, sub
+from operator import and_, eq, gt, is_, mul, not_, sub
 
 from . import _hsnap
 from ._hsnap import bytes_field, uvarint
@@ -75,7 +75,6 @@ _TPFLAGS_HAVE_GC = 1 << 14
 
 TRAIT_SEQUENCE = 1                  # PYTY traits
 TRAIT_REVERSED = 2
-FLAG_FROZEN = 1                     # PYBT leaf flags
 KIND_GC = 1                         # _Types.kind bits: objects may have referents,
 KIND_DICT = 2                       # are exact dicts,
 KIND_BACK1 = 4                      # may have an instance dict, their last referent (modules),
@@ -174,19 +173,19 @@ def _make_list_reader():
 _list_addresses = _make_list_reader() or _addresses_by_id
 
 
-def _u32_or_u64(make):
-    """array("I") of what make() yields, or array("Q") when a value needs it."""
+def _u32_or_u64(f, objs):
+    """array("I") of f(o) for each of `objs`, or array("Q") when a value needs it."""
     try:
-        return array("I", make())
+        return array("I", map(f, objs))
     except OverflowError:
-        return array("Q", make())
+        return array("Q", map(f, objs))
 
 
 def _sizes(objs):
     try:
-        return _u32_or_u64(lambda: map(_getsizeof, objs))
+        return _u32_or_u64(_getsizeof, objs)
     except Exception:           # a __sizeof__ that raises
-        return _u32_or_u64(lambda: map(_safe_sizeof, objs))
+        return _u32_or_u64(_safe_sizeof, objs)
 
 
 def _same_width(a, b):
@@ -510,7 +509,7 @@ class _Exporter:
         """PYBT records for the sources `blk` (kind 0: tracked objects, with
         their node data; kind 1: queued containers, references only)."""
         if kind == 0 and counts is None:
-            counts = _u32_or_u64(lambda: map(_getrefcount, blk))   # first: see the biases
+            counts = _u32_or_u64(_getrefcount, blk)   # first: see the biases
         referents = list(map(_get_referents, blk))
         per_source = array("I", map(len, referents))
         if blk and max(per_source) > HUGE:
@@ -558,10 +557,11 @@ class _Exporter:
         else:
             leaves = list(compress(flat, map(not_, map(self.tracked.__contains__, map(id, flat)))))
         del flat
-        leaf_counts = _u32_or_u64(lambda: map(_getrefcount, leaves))   # see the leaf bias
+        leaf_counts = _u32_or_u64(_getrefcount, leaves)   # see the leaf bias
         leaf_addresses = _list_addresses(leaves)
         leaf_tids = types.of(leaves)
         leaf_sizes = _sizes(leaves)
+        # leaf flag bit 0, frozen: a tracked leaf is one gc.freeze() moved out of get_objects()
         frozen = bytes(len(leaves)) if self.tracked is None else bytes(map(_is_tracked, leaves))
         if leaves and _get_referents(*leaves):      # some leaf is a container with referents
             self._enqueue(compress(leaves, types.kinds(leaf_tids).translate(_IS_GC)))

@@ -520,7 +520,7 @@ def test_edges_are_get_referents(tmp_path):
     pinned = gc.get_objects()          # keeps ids valid after the dump
     before = [array("Q", map(id, gc.get_referents(o))) for o in pinned]
     p = tmp_path / "e.hsnap"
-    stats = heapsnap_py.dump(p)
+    heapsnap_py.dump(p)
     after = [array("Q", map(id, gc.get_referents(o))) for o in pinned]
     s = load(p)
     assert s.dropped == 0
@@ -633,7 +633,7 @@ def test_frozen_objects_are_roots(tmp_path):
             idb = id(b)
             del a, b                     # b: young garbage that refers to a
             p = tmp_path / "f.hsnap"
-            stats = heapsnap_py.dump(p)
+            heapsnap_py.dump(p)
         finally:
             gc.unfreeze()
         s = load(p)
