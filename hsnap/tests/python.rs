@@ -1,6 +1,8 @@
 //! Version 1.1's address-keyed records (`PYBT`, `PYTY`, `PYEX`): written, read back as column
 //! views, and every damage the specification lists reported at its byte offset.
 
+mod common;
+
 use hsnap::python::{BatchColumns, BatchKind, TRAIT_REVERSED, TRAIT_SEQUENCE};
 use hsnap::{Node, Snapshot, Writer};
 
@@ -72,22 +74,10 @@ fn chunks(bytes: &[u8]) -> Vec<(usize, [u8; 4], std::ops::Range<usize>)> {
 /// `bytes` with every chunk's CRC recomputed: damage that only the records show.
 fn recrc(mut bytes: Vec<u8>) -> Vec<u8> {
     for (at, _, payload) in chunks(&bytes) {
-        let crc = crc32fast_free(&bytes[at..payload.end]);
+        let crc = common::crc32(&bytes[at..payload.end]);
         bytes[payload.end..payload.end + 4].copy_from_slice(&crc.to_le_bytes());
     }
     bytes
-}
-
-fn crc32fast_free(bytes: &[u8]) -> u32 {
-    // Bitwise CRC-32 (ISO-HDLC), independent of the crate under test.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// The payload offset of the first chunk tagged `tag`.

@@ -1,3 +1,5 @@
+mod common;
+
 use hsnap::{Edge, EdgeKind, Frame, Label, Node, Root, RootKind, Snapshot, Writer};
 
 /// The two-block cycle of the specification's worked example.
@@ -155,7 +157,7 @@ fn unknown_ancillary_chunks_are_skipped_and_critical_ones_rejected() {
         let mut chunk = tag.to_vec();
         chunk.extend_from_slice(&3u32.to_le_bytes());
         chunk.extend_from_slice(b"abc");
-        let crc = crc32(&chunk);
+        let crc = common::crc32(&chunk);
         chunk.extend_from_slice(&crc.to_le_bytes());
         let mut out = bytes[..16].to_vec();
         out.extend_from_slice(&chunk);
@@ -166,18 +168,6 @@ fn unknown_ancillary_chunks_are_skipped_and_critical_ones_rejected() {
     let err = read_fully(&with_chunk(b"XTRA")).unwrap_err();
     assert_eq!(err.offset, 16);
     assert!(err.what.contains("unknown critical chunk XTRA"), "{err}");
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    // Bitwise CRC-32 (ISO-HDLC), independent of the crate under test.
-    let mut crc = !0u32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 { crc >> 1 ^ 0xEDB8_8320 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 #[test]
