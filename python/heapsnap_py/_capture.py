@@ -48,7 +48,7 @@ import time
 from array import array
 from collections import deque
 from itertools import accumulate, chain, compress, count, filterfalse, repeat
-from operator import and_, eq, gt, is_, mul, not_, sub
+from operator import add, and_, attrgetter, eq, ge, gt, is_, itemgetter, mul, not_, sub
 
 from . import _hsnap
 from ._hsnap import bytes_field, uvarint
@@ -689,12 +689,18 @@ class _Exporter:
         cand = bytes(map(is_, map(type, map(flat.__getitem__, pos)), repeat(dict)))
         if 1 not in cand:
             return
-        word = self.word
-        for p, q in zip(compress(at, cand), compress(pos, cand)):
-            o = blk[p]
-            slot = slots.get(id(type(o)))
-            k = per_source[p] - (ends[p] - q)
-            if slot is not None and k >= 0 and word(id(o) + slot[0]).value == id(flat[q]):
-                sparse_at.append(p)
-                sparse_index.append(k)
-                sparse.append(self.strid("__dict__"))
+        at, pos = array("I", compress(at, cand)), array("q", compress(pos, cand))
+        objs = list(map(blk.__getitem__, at))
+        # The dict slot of each object's own type (delta 0, its refcount, when the type has
+        # none: never an address), read in memory and compared with the candidate dict.
+        delta = map(itemgetter(0), map(slots.get, map(id, map(type, objs)), repeat((0, 0))))
+        word = map(attrgetter("value"), map(self.word, map(add, map(id, objs), delta)))
+        index = array("q", map(sub, pos, map(sub, map(ends.__getitem__, at),
+                                             map(per_source.__getitem__, at))))
+        hit = bytes(map(and_, map(eq, word, map(id, map(flat.__getitem__, pos))),
+                        map(ge, index, repeat(0))))
+        del objs
+        if 1 in hit:
+            sparse_at.extend(compress(at, hit))
+            sparse_index.extend(compress(index, hit))
+            sparse.extend(repeat(self.strid("__dict__"), hit.count(1)))
