@@ -80,10 +80,17 @@ impl Converted {
     pub fn summary(&self) -> String {
         match self {
             Converted::V8(s) => format!("{} nodes, {} edges", s.nodes, s.edges),
-            Converted::Python(s) => format!(
-                "{} nodes, {} edges, {} roots ({} batches resolved; {} references to no node dropped)",
-                s.nodes, s.edges, s.roots, s.batches, s.dropped_references
-            ),
+            Converted::Python(s) => {
+                let mut text = format!(
+                    "{} nodes, {} edges, {} roots ({} batches resolved; {} references to no node dropped",
+                    s.nodes, s.edges, s.roots, s.batches, s.dropped_references
+                );
+                if s.clamped_counts > 0 {
+                    // Only a heap that changed while it was written gives counts below the writer's own.
+                    text += &format!("; {} reference counts below the exporter's own, taken as 0", s.clamped_counts);
+                }
+                text + ")"
+            }
         }
     }
 }
