@@ -391,6 +391,21 @@ def _drop(objs, addresses):
             objs[:] = compress(objs, keep)
 
 
+def _referents_part(o, a):
+    """gc.get_referents(o)[a:a + HUGE], for a list or tuple straight from o
+    (in traversal order), so that a huge one is not copied once a part."""
+    t = type(o)
+    order = _SEQ_ORDER.get(t, 0) if t is list or t is tuple else 0
+    if order > 0:
+        return list(o[a:a + HUGE])
+    if order < 0:
+        n = len(o)
+        part = list(o[max(n - a - HUGE, 0):n - a])
+        part.reverse()
+        return part
+    return _get_referents(o)[a:a + HUGE]
+
+
 class _Types:
     """Type ids (TYPE records, one per type name) and what the batches need to
     know of each type."""
@@ -537,7 +552,7 @@ class _Exporter:
         for o, rc in zip(compress(blk, big), compress(counts, big) if kind == 0 else repeat(0)):
             n = len(_get_referents(o))
             for a in range(0, n, HUGE):
-                part = [_get_referents(o)[a:a + HUGE]]     # no copy of them all stays behind
+                part = [_referents_part(o, a)]     # no list of them all stays behind
                 k = kind if a == 0 else 2
                 sources = [_list_addresses([o])]
                 if k == 0:
