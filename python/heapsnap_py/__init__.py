@@ -15,6 +15,7 @@ unreachable are the ones `gc.collect()` would free.  Standard library only.
 
 import gc
 import os
+import shutil
 import stat
 from array import array
 import struct
@@ -88,9 +89,12 @@ def dump(path, labels=True):
         try:
             meta = _meta()
             if _is_special(path):
-                # /dev/null, a pipe: written directly (a rename would replace the device)
-                fd = os.open(path, os.O_WRONLY)
+                # /dev/null, a pipe: not to be renamed over (that would replace the device)
+                # nor mapped; the snapshot is taken to a temporary file, then copied.
+                fd, tmp = tempfile.mkstemp(prefix="heapsnap-py-", suffix=".hsnap")
                 stats = capture(fd, labels=labels, meta=meta)  # closes fd
+                with open(tmp, "rb") as src, open(path, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
             else:
                 fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=d)
                 stats = capture(fd, labels=labels, meta=meta)  # closes fd

@@ -40,8 +40,8 @@ and frozen leaves are flagged and queued like untracked containers.
 """
 
 import gc
+import mmap
 import os
-import stat
 import struct
 import sys
 import time
@@ -298,11 +298,12 @@ _WORD = _make_word_reader()
 def _make_trim():
     """glibc's malloc_trim(0), which gives the free pages inside the heap
     back to the system: the big arrays and lists freed between the steps
-    would otherwise stay resident and add to the peak.  None elsewhere."""
+    would otherwise stay resident and add to the peak.  Called through
+    PyDLL, which keeps the GIL (CDLL gives it away).  None elsewhere."""
     if _ctypes is None:
         return None
     try:
-        libc = _ctypes.CDLL(None)
+        libc = _ctypes.PyDLL(None)
         f = libc.malloc_trim
         f.argtypes = [_ctypes.c_size_t]
         f.restype = _ctypes.c_int
@@ -334,34 +335,61 @@ class Stats:
 # ---------------------------------------------------------------------------
 
 def capture(fd, labels=True, meta=b""):
-    """Write an .hsnap of this interpreter's heap to the file descriptor `fd`
-    (flushed and synced; closed in any case).
+    """Write an .hsnap of this interpreter's heap to `fd`, a regular file
+    open for reading and writing (synced, and closed in any case).
 
     The caller has disabled the collector.  Returns a Stats.
+
+    From gc.get_objects() until its list is let go, nothing here gives the
+    GIL away (see _hsnap.MappedFile): the file is written through a memory
+    map, checksums are taken a piece at a time, malloc_trim is called with
+    the GIL held.
     """
     t0 = time.perf_counter()
     try:
         biases = _calibrate()
         frames = _own_frames()
+        out = _hsnap.MappedFile(fd, _reserve())
         objs = gc.get_objects()
     except BaseException:
         os.close(fd)
         raise
-    # made now, so that none of it is in `objs`
-    with os.fdopen(fd, "wb", buffering=_hsnap.FLUSH_BYTES) as f:
+    try:
+        # made now, so that none of it is in `objs`
         own = array("Q", [id(objs)])
         own.extend(frames)
-        ex = _Exporter(f, labels, biases)
+        ex = _Exporter(out, labels, biases)
         try:
             ex.write(objs, own, meta)
             s = ex.stats
         finally:
+            del objs
             ex.__dict__.clear()     # the caches refer back to ex: leave no cycle behind
-        f.flush()
-        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):   # a pipe or a device cannot be synced
-            os.fsync(f.fileno())
+        out.close()
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     s.seconds = time.perf_counter() - t0
     return s
+
+
+def _reserve():
+    """Bytes to make the file before the snapshot: more than it can take, so
+    that the map never grows (which would give the GIL away).  A snapshot
+    takes at most about 5 bytes per byte of heap (a reference to a shared
+    object: 8 bytes in the heap, 37 in the file), and the reservation is
+    sparse.  Eight times the resident size, and 64 MiB more."""
+    page = mmap.PAGESIZE
+    try:
+        with open("/proc/self/statm") as f:
+            resident = int(f.read().split()[1]) * page
+    except (OSError, ValueError, IndexError):
+        try:
+            import resource
+            resident = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        except Exception:
+            resident = 1 << 30
+    return (64 << 20) + 8 * resident
 
 
 def _own_frames():

@@ -7,6 +7,8 @@ about ``FLUSH_BYTES``; records never span chunks because callers only ever
 append whole records.
 """
 
+import mmap
+import os
 import struct
 import zlib
 
@@ -64,6 +66,67 @@ def bytes_field(b):
     return uvarint(len(b)) + b
 
 
+# zlib.crc32 gives the GIL away for more than 5 KiB (CPython's zlibmodule.c); a
+# snapshot must keep it (see MappedFile), so checksums go a piece at a time.
+_CRC_PIECE = 5 << 10
+
+
+def crc32(data, crc=0):
+    """zlib.crc32 of a bytes-like object, without giving the GIL away."""
+    view = memoryview(data).cast("B")
+    if len(view) <= _CRC_PIECE:
+        return zlib.crc32(view, crc)
+    for at in range(0, len(view), _CRC_PIECE):
+        crc = zlib.crc32(view[at:at + _CRC_PIECE], crc)
+    return crc
+
+
+_GIVE_BACK = 1 << 20
+
+
+class MappedFile:
+    """A regular file written through a shared memory map.
+
+    Copying into the map never gives the GIL away, where a write() does: while
+    the exporter holds what gc.get_objects() returned, another thread must not
+    run, as the list can hold a tuple that thread is still building (a resize
+    needs its only reference).  The file is made `reserve` bytes long first
+    (sparse: untouched pages take no space) and cut to what was written by
+    close(); a larger snapshot grows the map, which gives the GIL away once.
+    Written pages are handed back every MiB so that they do not count in the
+    process's resident memory; the page cache keeps them."""
+
+    def __init__(self, fd, reserve):
+        self.fd = fd
+        self.size = 0
+        self.given_back = 0
+        os.ftruncate(fd, reserve)
+        self.map = mmap.mmap(fd, reserve)
+
+    def write(self, data):
+        view = memoryview(data).cast("B")
+        end = self.size + len(view)
+        if end > len(self.map):
+            self.map.resize(max(end, 2 * len(self.map)))
+        for at in range(0, len(view), _GIVE_BACK):      # a MiB at a time, handed back
+            piece = view[at:at + _GIVE_BACK]
+            self.map[self.size:self.size + len(piece)] = piece
+            self.size += len(piece)
+            if self.size - self.given_back >= _GIVE_BACK:
+                self.give_back()
+
+    def give_back(self):
+        done = self.size - self.size % mmap.PAGESIZE
+        if done > self.given_back and hasattr(self.map, "madvise"):
+            self.map.madvise(mmap.MADV_DONTNEED, self.given_back, done - self.given_back)
+            self.given_back = done
+
+    def close(self):
+        """Unmap, and cut the file to what was written."""
+        self.map.close()
+        os.ftruncate(self.fd, self.size)
+
+
 def chunk(tag, payload):
     """One framed chunk: tag, u32 length, payload, u32 CRC-32 of all three."""
     if len(tag) != 4:
@@ -71,7 +134,7 @@ def chunk(tag, payload):
     if len(payload) > MAX_CHUNK:
         raise ValueError("chunk larger than 64 MiB")
     head = tag + _U32LE.pack(len(payload))
-    crc = zlib.crc32(payload, zlib.crc32(head))
+    crc = crc32(payload, crc32(head))
     return head + payload + _U32LE.pack(crc)
 
 
@@ -108,7 +171,7 @@ class Writer:
         if len(payload) > MAX_CHUNK:
             raise ValueError("chunk larger than 64 MiB")
         head = tag + _U32LE.pack(len(payload))
-        crc = zlib.crc32(payload, zlib.crc32(head))
+        crc = crc32(payload, crc32(head))
         self.f.write(head)
         self.f.write(payload)
         self.f.write(_U32LE.pack(crc))
@@ -123,9 +186,9 @@ class Writer:
             raise ValueError("chunk larger than 64 MiB")
         self.flush(tag)
         head = tag + _U32LE.pack(n)
-        crc = zlib.crc32(head)
+        crc = crc32(head)
         for p in parts:
-            crc = zlib.crc32(p, crc)
+            crc = crc32(p, crc)
         write = self.f.write
         write(head)
         for p in parts:

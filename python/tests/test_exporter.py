@@ -1113,3 +1113,45 @@ def test_dict_labels_name_the_right_values(tmp_path):
             assert got in (None, (0, k)), (k, got)
     assert labels_from(s, s.node_of[id(plain)]) == {
         s.node_of[id(plain["p"])]: (0, "p"), s.node_of[id(plain["q"])]: (0, "q")}
+
+
+def test_a_thread_building_a_tuple_is_not_broken(tmp_path, monkeypatch):
+    """gc.get_objects() hands out the tuples other threads are still building:
+    tuple() of a generator resizes its tuple as it grows, which needs the only
+    reference to it.  Such a thread must not run while the dump holds that
+    tuple, or it fails with SystemError; so the dump never gives the GIL away
+    until it lets go of what gc.get_objects() returned.  Here the builder
+    waits, with 10 items in a tuple of 10, until the snapshot has been taken."""
+    import threading
+    waiting, go = threading.Event(), threading.Event()
+    errors = []
+
+    def items():
+        for i in range(30):
+            if i == 10:         # the next item makes tuple() resize its tuple
+                waiting.set()
+                go.wait(30)
+            yield i
+
+    def build():
+        try:
+            tuple(items())
+        except SystemError as e:        # "bad argument to internal function"
+            errors.append(e)
+
+    builder = threading.Thread(target=build)
+    builder.start()
+    assert waiting.wait(30)
+    real = gc.get_objects
+
+    def get_objects(*args):
+        objs = real(*args)
+        go.set()                # from now on the builder only waits for the GIL
+        return objs
+
+    monkeypatch.setattr(gc, "get_objects", get_objects)
+    heapsnap_py.dump(tmp_path / "t.hsnap")
+    monkeypatch.undo()
+    builder.join(30)
+    assert go.is_set() and not errors, errors
+    load(tmp_path / "t.hsnap")
