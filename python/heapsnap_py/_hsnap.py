@@ -164,27 +164,14 @@ class Writer:
         self.f.write(HEADER)
         self.bytes_written += len(HEADER)
 
-    def _emit(self, tag, payload):
-        """Write one chunk, `payload` (bytes or bytearray) without copying it."""
+    def _emit(self, tag, *parts):
+        """Write one chunk whose payload is `parts` (bytes-like), without
+        joining or copying them."""
         if len(tag) != 4:
             raise ValueError("chunk tags are 4 bytes")
-        if len(payload) > MAX_CHUNK:
-            raise ValueError("chunk larger than 64 MiB")
-        head = tag + _U32LE.pack(len(payload))
-        crc = crc32(payload, crc32(head))
-        self.f.write(head)
-        self.f.write(payload)
-        self.f.write(_U32LE.pack(crc))
-        self.bytes_written += len(payload) + 12
-        self.chunks += 1
-
-    def record(self, tag, parts):
-        """One record made of `parts` (bytes-like), written as a chunk of its
-        own without joining the parts: the big batch records."""
         n = sum(memoryview(p).nbytes for p in parts)
         if n > MAX_CHUNK:
             raise ValueError("chunk larger than 64 MiB")
-        self.flush(tag)
         head = tag + _U32LE.pack(n)
         crc = crc32(head)
         for p in parts:
@@ -196,6 +183,12 @@ class Writer:
         write(_U32LE.pack(crc))
         self.bytes_written += n + 12
         self.chunks += 1
+
+    def record(self, tag, parts):
+        """One record made of `parts`, written as a chunk of its own after
+        what is buffered of its kind: the big batch records."""
+        self.flush(tag)
+        self._emit(tag, *parts)
         self.counts[tag] = self.counts.get(tag, 0) + 1
 
     def add(self, tag, data, items=1):
