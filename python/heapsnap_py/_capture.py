@@ -577,8 +577,8 @@ class _Exporter:
         if 1 in small:
             self._batch(kind, list(compress(blk, small)),
                         array(counts.typecode, compress(counts, small)) if kind == 0 else None)
-        for o, rc in zip(compress(blk, big), compress(counts, big) if kind == 0 else repeat(0)):
-            n = len(_get_referents(o))
+        for o, n, rc in zip(compress(blk, big), compress(per_source, big),
+                            compress(counts, big) if kind == 0 else repeat(0)):
             for a in range(0, n, HUGE):
                 part = [_referents_part(o, a)]     # no list of them all stays behind
                 k = kind if a == 0 else 2
