@@ -31,7 +31,7 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use hsnap::python::{Batch, BatchKind, LEAF_FROZEN};
+use hsnap::python::{Batch, BatchKind, LEAF_FROZEN, TRAIT_REVERSED, TRAIT_SEQUENCE};
 use hsnap::{Edge, EdgeKind, FormatError, Frame, HEADER_LEN, Label, MAGIC, Node, Root, RootKind, Snapshot, tag};
 
 use crate::atomic::{SnapshotWriter, write_snapshot_synced};
@@ -233,7 +233,8 @@ impl Layout {
     }
 }
 
-/// Per type: the `PYTY` traits ([`SEQUENCE`], [`REVERSED`]) and size floor.
+/// Per type: the `PYTY` trait bits this reader knows ([`TRAIT_SEQUENCE`], [`TRAIT_REVERSED`]) and
+/// size floor.
 struct Types {
     traits: Vec<u8>,
     floor: Vec<u64>,
@@ -244,8 +245,7 @@ impl Types {
         let mut types = Types { traits: vec![0; snap.type_count()], floor: vec![0; snap.type_count()] };
         // The reader checked that each type id is in range and has one record at most.
         for t in snap.python_types() {
-            let sequence = if t.is_sequence() { SEQUENCE } else { 0 };
-            types.traits[t.type_id as usize] = sequence | if t.is_reversed() { REVERSED } else { 0 };
+            types.traits[t.type_id as usize] = (t.traits & (TRAIT_SEQUENCE | TRAIT_REVERSED)) as u8;
             types.floor[t.type_id as usize] = t.size_floor;
         }
         types
@@ -476,7 +476,8 @@ impl<'s, 'a> Resolved<'s, 'a> {
             }
             let more = &continued[more_from..next_continued];
             // A source over several records gets no element indexes (spec: "Resolving").
-            let index_order = (traits & SEQUENCE != 0 && more.is_empty()).then_some(traits & REVERSED != 0);
+            let index_order =
+                (traits as u64 & TRAIT_SEQUENCE != 0 && more.is_empty()).then_some(traits as u64 & TRAIT_REVERSED != 0);
             self.push_edges(records, first as usize..end as usize, index_order);
             for &(_, source) in more {
                 let s = source as usize;
@@ -536,10 +537,6 @@ struct Described {
     frozen: bool,
     held: u64,
 }
-
-/// [`Types::traits`] bits.
-const SEQUENCE: u8 = 1;
-const REVERSED: u8 = 2;
 
 /// Step 1: the nodes, from every record that gives an address, sorted by address.
 fn number_nodes(batches: &[Batch<'_>], layout: &Layout, excluded: &[u64]) -> Result<Nodes, FormatError> {
